@@ -1,0 +1,195 @@
+/*
+ * fastattn: exact, fused attention for LLM inference.
+ *
+ * The stable C ABI. Every entry point validates its arguments, returns a
+ * status and never throws; on any status other than FA_STATUS_OK nothing has
+ * been written to the outputs and fa_last_error() says which argument was
+ * wrong and what is allowed. Plain structs only: zero-initialise them
+ * (`fa_attention_args a = {0};`) and set what you need, so fields added at the
+ * end in later versions keep their defaults.
+ *
+ * Tensors are described by fa_tensor: a data pointer, a dtype and up to four
+ * dimensions with strides counted in elements (not bytes). The last dimension
+ * (the head dimension) must be contiguous; every other stride is free, so
+ * slices of a fused QKV projection can be passed without copies.
+ */
+#ifndef FASTATTN_FASTATTN_H_
+#define FASTATTN_FASTATTN_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define FA_API __declspec(dllexport)
+#else
+#define FA_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FA_VERSION_MAJOR 0
+#define FA_VERSION_MINOR 1
+#define FA_VERSION_PATCH 0
+#define FA_MAX_HEAD_DIM 256
+
+typedef enum fa_status {
+  FA_STATUS_OK = 0,
+  FA_STATUS_INVALID_ARGUMENT = 1, /* an argument is out of its allowed range */
+  FA_STATUS_UNSUPPORTED = 2,      /* valid, but the chosen backend cannot run it */
+  FA_STATUS_NO_DEVICE = 3,        /* the chosen backend is not built or has no device */
+  FA_STATUS_BACKEND_ERROR = 4,    /* the device reported an error while running */
+  FA_STATUS_OUT_OF_MEMORY = 5,
+  FA_STATUS_INTERNAL_ERROR = 6
+} fa_status;
+
+typedef enum fa_dtype {
+  FA_DTYPE_FLOAT32 = 0,  /* CPU backends only */
+  FA_DTYPE_FLOAT16 = 1,
+  FA_DTYPE_BFLOAT16 = 2
+} fa_dtype;
+
+typedef struct fa_tensor {
+  void* data;
+  fa_dtype dtype;
+  int32_t ndim;
+  int64_t shape[4];
+  int64_t strides[4]; /* in elements; strides[ndim - 1] must be 1 */
+} fa_tensor;
+
+typedef enum fa_backend {
+  FA_BACKEND_AUTO = 0,          /* CUDA when the data lives on a GPU, else CPU */
+  FA_BACKEND_CPU = 1,           /* tiled flash attention, SIMD + threads */
+  FA_BACKEND_CPU_REFERENCE = 2, /* float64 reference: the test oracle, slow */
+  FA_BACKEND_CUDA = 3
+} fa_backend;
+
+typedef struct fa_run_options {
+  fa_backend backend;
+  int32_t num_threads;   /* CPU: worker threads, 0 = all available */
+  void* cuda_stream;     /* CUDA: a cudaStream_t, NULL = the default stream */
+  int32_t cuda_path;     /* CUDA: 0 = chosen by device capability */
+  int32_t reserved[7];
+} fa_run_options;
+
+/*
+ * Masks are small values; none of them is ever expanded into an Lq x Lk
+ * matrix. Query row i (0-based, within its sequence) and key column j are
+ * aligned bottom-right, as in FlashAttention >= 2.1: with off = Lk - Lq,
+ *   FA_MASK_CAUSAL:         j <= i + off
+ *   FA_MASK_SLIDING_WINDOW: i + off - window_left <= j <= i + off + window_right,
+ *                           a negative bound meaning unbounded on that side
+ *                           (so window (-1, 0) is causal).
+ * A row that allows no key gets output 0 and LSE -inf.
+ */
+typedef enum fa_mask_kind {
+  FA_MASK_NONE = 0,
+  FA_MASK_CAUSAL = 1,
+  FA_MASK_SLIDING_WINDOW = 2
+} fa_mask_kind;
+
+typedef struct fa_mask {
+  fa_mask_kind kind;
+  int64_t window_left;
+  int64_t window_right;
+  /* Room for the parameters of later mask kinds; must be zero. */
+  int64_t reserved[6];
+  const void* reserved_ptr[4];
+} fa_mask;
+
+/*
+ * O = softmax(scale * Q K^T, masked) V, per head.
+ *
+ * Padded batch:  q [B, Lq, Hq, D], k and v [B, Lk, Hkv, D], out like q,
+ *                lse float32 [B, Hq, Lq].
+ * Variable length (cu_seqlens_q and cu_seqlens_k set, host int32 arrays of
+ * num_seqs + 1 cumulative offsets): q [total_q, Hq, D], k and v
+ * [total_k, Hkv, D], out like q, lse float32 [Hq, total_q].
+ *
+ * Hq must be a multiple of Hkv (MHA, GQA, MQA); query head h reads KV head
+ * h / (Hq / Hkv). D is any multiple of 8 up to 256.
+ */
+typedef struct fa_attention_args {
+  fa_tensor q;
+  fa_tensor k;
+  fa_tensor v;
+  fa_tensor out;
+  fa_tensor lse;                /* optional: data == NULL skips it */
+  const int32_t* cu_seqlens_q;  /* optional, varlen */
+  const int32_t* cu_seqlens_k;  /* set together with cu_seqlens_q */
+  int64_t num_seqs;             /* varlen only: number of sequences */
+  fa_mask mask;
+  float softmax_scale;          /* 0 = 1 / sqrt(D) */
+  float softcap;                /* 0 = off; else scores = softcap * tanh(s / softcap) */
+} fa_attention_args;
+
+FA_API fa_status fa_attention_forward(const fa_attention_args* args,
+                                      const fa_run_options* options);
+
+/*
+ * Attention of new queries over a paged KV cache (decode, speculative
+ * verification, chunked prefill).
+ *
+ * q [B, Lq, Hq, D]: the last Lq positions of each sequence.
+ * k_cache, v_cache [num_pages, page_size, Hkv, D]; any page_size >= 1.
+ * page_table: host int32 [B, max_pages_per_seq] with row stride
+ *   page_table_stride; entry p of sequence b is the page holding keys
+ *   p * page_size ... p * page_size + page_size - 1.
+ * seq_lens_k: host int32 [B], keys of each sequence (new tokens included).
+ * out like q; lse float32 [B, Hq, Lq], optional.
+ */
+typedef struct fa_paged_attention_args {
+  fa_tensor q;
+  fa_tensor k_cache;
+  fa_tensor v_cache;
+  const int32_t* page_table;
+  int64_t page_table_stride;
+  int64_t max_pages_per_seq;
+  const int32_t* seq_lens_k;
+  fa_tensor out;
+  fa_tensor lse;
+  fa_mask mask;
+  float softmax_scale;
+  float softcap;
+} fa_paged_attention_args;
+
+FA_API fa_status fa_paged_attention(const fa_paged_attention_args* args,
+                                    const fa_run_options* options);
+
+/*
+ * Merge of partial attention states over disjoint key sets into the exact
+ * state over their union:
+ *   LSE = log(sum_i exp(LSE_i)),  O = sum_i exp(LSE_i - LSE) * O_i.
+ * outs[i] [B, L, H, D] (any dtype), lses[i] float32 [B, H, L];
+ * out [B, L, H, D], lse optional. Where every LSE_i is -inf: O = 0, LSE = -inf.
+ */
+typedef struct fa_merge_args {
+  int32_t num_states;
+  const fa_tensor* outs;
+  const fa_tensor* lses;
+  fa_tensor out;
+  fa_tensor lse; /* optional */
+} fa_merge_args;
+
+FA_API fa_status fa_merge_states(const fa_merge_args* args,
+                                 const fa_run_options* options);
+
+/* Would fa_attention_forward accept and run these arguments? Writes nothing. */
+FA_API fa_status fa_attention_supported(const fa_attention_args* args,
+                                        const fa_run_options* options);
+
+/* The message of the last failed call on this thread ("" after success). */
+FA_API const char* fa_last_error(void);
+FA_API const char* fa_status_string(fa_status status);
+FA_API const char* fa_version_string(void);
+/* 1 when the backend is built in and can run here (CUDA: a GPU is present). */
+FA_API int fa_backend_available(fa_backend backend);
+/* Name of what the CPU backend dispatched to here, e.g. "AVX3+bf16dot". */
+FA_API const char* fa_cpu_target(void);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* FASTATTN_FASTATTN_H_ */

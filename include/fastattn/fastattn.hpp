@@ -1,0 +1,168 @@
+// fastattn C++ API: value types and builders over the C ABI (one
+// implementation, two front doors). Nothing here throws; every call returns a
+// Status that carries the library's message.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "fastattn/fastattn.h"
+
+namespace fastattn {
+
+class [[nodiscard]] Result {
+ public:
+  Result() = default;
+  explicit Result(fa_status code) : code_(code), message_(code ? fa_last_error() : "") {}
+  bool ok() const { return code_ == FA_STATUS_OK; }
+  explicit operator bool() const { return ok(); }
+  fa_status code() const { return code_; }
+  const std::string& message() const { return message_; }
+
+ private:
+  fa_status code_ = FA_STATUS_OK;
+  std::string message_;
+};
+
+// A tensor view. Strides are in elements; the default is row-major.
+inline fa_tensor tensor(void* data, fa_dtype dtype, std::initializer_list<int64_t> shape) {
+  fa_tensor t{};
+  t.data = data;
+  t.dtype = dtype;
+  t.ndim = static_cast<int32_t>(shape.size());
+  int i = 0;
+  for (int64_t s : shape) t.shape[i++] = s;
+  int64_t stride = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    t.strides[d] = stride;
+    stride *= t.shape[d];
+  }
+  return t;
+}
+
+inline fa_tensor tensor(void* data, fa_dtype dtype, std::initializer_list<int64_t> shape,
+                        std::initializer_list<int64_t> strides) {
+  fa_tensor t = tensor(data, dtype, shape);
+  int i = 0;
+  for (int64_t s : strides) t.strides[i++] = s;
+  return t;
+}
+
+namespace mask {
+inline fa_mask none() { return fa_mask{}; }
+inline fa_mask causal() {
+  fa_mask m{};
+  m.kind = FA_MASK_CAUSAL;
+  return m;
+}
+// Keys within `left` before and `right` after the (bottom-right aligned)
+// diagonal; a negative bound is unbounded.
+inline fa_mask sliding_window(int64_t left, int64_t right) {
+  fa_mask m{};
+  m.kind = FA_MASK_SLIDING_WINDOW;
+  m.window_left = left;
+  m.window_right = right;
+  return m;
+}
+}  // namespace mask
+
+struct RunOptions {
+  fa_backend backend = FA_BACKEND_AUTO;
+  int num_threads = 0;
+  void* cuda_stream = nullptr;
+
+  fa_run_options to_c() const {
+    fa_run_options o{};
+    o.backend = backend;
+    o.num_threads = num_threads;
+    o.cuda_stream = cuda_stream;
+    return o;
+  }
+};
+
+// O = softmax(scale * Q K^T, mask) V. See fastattn.h for shapes.
+class Attention {
+ public:
+  Attention(fa_tensor q, fa_tensor k, fa_tensor v, fa_tensor out) {
+    args_.q = q;
+    args_.k = k;
+    args_.v = v;
+    args_.out = out;
+  }
+  Attention& lse(fa_tensor t) { args_.lse = t; return *this; }
+  Attention& mask(fa_mask m) { args_.mask = m; return *this; }
+  Attention& scale(float s) { args_.softmax_scale = s; return *this; }
+  Attention& softcap(float c) { args_.softcap = c; return *this; }
+  Attention& varlen(const int32_t* cu_seqlens_q, const int32_t* cu_seqlens_k, int64_t num_seqs) {
+    args_.cu_seqlens_q = cu_seqlens_q;
+    args_.cu_seqlens_k = cu_seqlens_k;
+    args_.num_seqs = num_seqs;
+    return *this;
+  }
+  const fa_attention_args& args() const { return args_; }
+
+  Result run(const RunOptions& options = {}) const {
+    const fa_run_options o = options.to_c();
+    return Result(fa_attention_forward(&args_, &o));
+  }
+  Result supported(const RunOptions& options = {}) const {
+    const fa_run_options o = options.to_c();
+    return Result(fa_attention_supported(&args_, &o));
+  }
+
+ private:
+  fa_attention_args args_{};
+};
+
+// New queries against a paged KV cache. See fastattn.h for shapes.
+class PagedAttention {
+ public:
+  PagedAttention(fa_tensor q, fa_tensor k_cache, fa_tensor v_cache, fa_tensor out) {
+    args_.q = q;
+    args_.k_cache = k_cache;
+    args_.v_cache = v_cache;
+    args_.out = out;
+  }
+  PagedAttention& pages(const int32_t* page_table, int64_t max_pages_per_seq,
+                        int64_t page_table_stride, const int32_t* seq_lens_k) {
+    args_.page_table = page_table;
+    args_.max_pages_per_seq = max_pages_per_seq;
+    args_.page_table_stride = page_table_stride;
+    args_.seq_lens_k = seq_lens_k;
+    return *this;
+  }
+  PagedAttention& lse(fa_tensor t) { args_.lse = t; return *this; }
+  PagedAttention& mask(fa_mask m) { args_.mask = m; return *this; }
+  PagedAttention& scale(float s) { args_.softmax_scale = s; return *this; }
+  PagedAttention& softcap(float c) { args_.softcap = c; return *this; }
+  const fa_paged_attention_args& args() const { return args_; }
+
+  Result run(const RunOptions& options = {}) const {
+    const fa_run_options o = options.to_c();
+    return Result(fa_paged_attention(&args_, &o));
+  }
+
+ private:
+  fa_paged_attention_args args_{};
+};
+
+// Exact merge of partial states over disjoint key sets.
+inline Result merge_states(std::span<const fa_tensor> outs, std::span<const fa_tensor> lses,
+                           fa_tensor out, fa_tensor lse = {}, const RunOptions& options = {}) {
+  fa_merge_args a{};
+  a.num_states = static_cast<int32_t>(outs.size() == lses.size() ? outs.size() : 0);
+  a.outs = outs.data();
+  a.lses = lses.data();
+  a.out = out;
+  a.lse = lse;
+  const fa_run_options o = options.to_c();
+  return Result(fa_merge_states(&a, &o));
+}
+
+inline std::string version() { return fa_version_string(); }
+inline bool backend_available(fa_backend b) { return fa_backend_available(b) != 0; }
+
+}  // namespace fastattn

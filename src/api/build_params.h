@@ -1,0 +1,16 @@
+// Validation of the public argument structs into the plain params structs
+// that backends take. Nothing here touches an output buffer.
+#pragma once
+
+#include "api/params.h"
+#include "api/status.h"
+#include "fastattn/fastattn.h"
+
+namespace fastattn {
+
+Status build_mask_params(const fa_mask& mask, MaskParams* out);
+Status build_attention_params(const fa_attention_args& args, AttentionParams* out);
+Status build_paged_attention_params(const fa_paged_attention_args& args, AttentionParams* out);
+Status build_merge_params(const fa_merge_args& args, MergeParams* out);
+
+}  // namespace fastattn

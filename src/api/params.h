@@ -1,0 +1,166 @@
+// Plain parameter structs handed from the validated API to the backends.
+// Kernels never see fa_tensor or the C ABI: only raw pointers, int64 strides
+// (in elements) and sizes that were already checked.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+
+namespace fastattn {
+
+enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+inline int dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
+
+// Every built-in mask is normalised to a window on the key axis:
+// query row i of a sequence with Lq queries and Lk keys sees keys j with
+//   i + (Lk - Lq) - left <= j <= i + (Lk - Lq) + right,
+// where kUnbounded on a side removes that bound. No mask: both unbounded;
+// causal: left unbounded, right 0.
+struct MaskParams {
+  static constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max() / 4;
+  int64_t left = kUnbounded;
+  int64_t right = kUnbounded;
+
+  bool is_none() const { return left >= kUnbounded && right >= kUnbounded; }
+  // First and one-past-last allowed key of query row i, clamped to [0, Lk].
+  void key_range(int64_t i, int64_t lq, int64_t lk, int64_t* begin, int64_t* end) const {
+    const int64_t diag = i + lk - lq;
+    int64_t b = left >= kUnbounded ? 0 : diag - left;
+    int64_t e = right >= kUnbounded ? lk : diag + right + 1;
+    b = b < 0 ? 0 : (b > lk ? lk : b);
+    e = e < b ? b : (e > lk ? lk : e);
+    *begin = b;
+    *end = e;
+  }
+};
+
+// Where the keys and values of a sequence live.
+// Contiguous: row j of sequence b at base + b * batch_stride + j * row_stride
+// (varlen: base + (cu_seqlens_k[b] + j) * row_stride).
+// Paged: row j at base + page_table[b * page_table_stride + j / page_size] *
+// page_stride + (j % page_size) * row_stride.
+struct KVLayout {
+  const void* k = nullptr;
+  const void* v = nullptr;
+  int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
+  int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
+  // Paging (page_table == nullptr: contiguous).
+  const int32_t* page_table = nullptr;
+  int64_t page_table_stride = 0;
+  int64_t page_size = 0;
+  int64_t k_page_stride = 0, v_page_stride = 0;
+};
+
+struct AttentionParams {
+  DType dtype = DType::kFloat32;
+  int64_t batch = 0;      // sequences
+  int64_t seqlen_q = 0;   // padded batch: Lq; varlen: max over sequences
+  int64_t seqlen_k = 0;   // padded batch: Lk; varlen/paged: max over sequences
+  int64_t heads_q = 0;
+  int64_t heads_kv = 0;
+  int64_t head_dim = 0;
+
+  const void* q = nullptr;
+  int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
+  void* out = nullptr;
+  int64_t out_batch_stride = 0, out_row_stride = 0, out_head_stride = 0;
+  // Optional float32 log-sum-exp, natural log.
+  float* lse = nullptr;
+  int64_t lse_batch_stride = 0, lse_head_stride = 0, lse_row_stride = 0;
+
+  KVLayout kv;
+
+  // Varlen (host arrays of batch + 1 offsets) or nullptr.
+  const int32_t* cu_seqlens_q = nullptr;
+  const int32_t* cu_seqlens_k = nullptr;
+  // Per-sequence key counts (paged cache) or nullptr.
+  const int32_t* seqlens_k = nullptr;
+
+  MaskParams mask;
+  float scale = 1.0f;
+  float softcap = 0.0f;  // 0 = off
+
+  int num_threads = 0;  // CPU only; 0 = all
+
+  bool is_varlen() const { return cu_seqlens_q != nullptr; }
+
+  // Query offset (in rows of q/out) and length of sequence b.
+  void q_span(int64_t b, int64_t* first_row, int64_t* len) const {
+    if (cu_seqlens_q) {
+      *first_row = cu_seqlens_q[b];
+      *len = cu_seqlens_q[b + 1] - cu_seqlens_q[b];
+    } else {
+      *first_row = 0;
+      *len = seqlen_q;
+    }
+  }
+  int64_t k_len(int64_t b) const {
+    if (cu_seqlens_k) return cu_seqlens_k[b + 1] - cu_seqlens_k[b];
+    if (seqlens_k) return seqlens_k[b];
+    return seqlen_k;
+  }
+  int64_t group_size() const { return heads_q / heads_kv; }
+};
+
+// Element offsets into the q / out / lse buffers.
+inline int64_t q_offset(const AttentionParams& p, int64_t b, int64_t row, int64_t h) {
+  int64_t first = 0, len = 0;
+  p.q_span(b, &first, &len);
+  return (p.cu_seqlens_q ? 0 : b * p.q_batch_stride) + (first + row) * p.q_row_stride +
+         h * p.q_head_stride;
+}
+inline int64_t out_offset(const AttentionParams& p, int64_t b, int64_t row, int64_t h) {
+  int64_t first = 0, len = 0;
+  p.q_span(b, &first, &len);
+  return (p.cu_seqlens_q ? 0 : b * p.out_batch_stride) + (first + row) * p.out_row_stride +
+         h * p.out_head_stride;
+}
+inline int64_t lse_offset(const AttentionParams& p, int64_t b, int64_t row, int64_t h) {
+  int64_t first = 0, len = 0;
+  p.q_span(b, &first, &len);
+  return (p.cu_seqlens_q ? 0 : b * p.lse_batch_stride) + h * p.lse_head_stride +
+         (first + row) * p.lse_row_stride;
+}
+
+// Element offset of key/value row j of sequence b, KV head h.
+inline int64_t k_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t b, int64_t j,
+                        int64_t h) {
+  if (kv.page_table) {
+    const int64_t page = kv.page_table[b * kv.page_table_stride + j / kv.page_size];
+    return page * kv.k_page_stride + (j % kv.page_size) * kv.k_row_stride + h * kv.k_head_stride;
+  }
+  if (cu_seqlens_k) return (cu_seqlens_k[b] + j) * kv.k_row_stride + h * kv.k_head_stride;
+  return b * kv.k_batch_stride + j * kv.k_row_stride + h * kv.k_head_stride;
+}
+inline int64_t v_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t b, int64_t j,
+                        int64_t h) {
+  if (kv.page_table) {
+    const int64_t page = kv.page_table[b * kv.page_table_stride + j / kv.page_size];
+    return page * kv.v_page_stride + (j % kv.page_size) * kv.v_row_stride + h * kv.v_head_stride;
+  }
+  if (cu_seqlens_k) return (cu_seqlens_k[b] + j) * kv.v_row_stride + h * kv.v_head_stride;
+  return b * kv.v_batch_stride + j * kv.v_row_stride + h * kv.v_head_stride;
+}
+
+// A set of partial states to merge: n states of rows x heads x head_dim.
+struct MergeParams {
+  int num_states = 0;
+  DType out_dtype = DType::kFloat32;
+  int64_t batch = 0, seqlen = 0, heads = 0, head_dim = 0;
+  // Per state: data, dtype and strides (batch, row, head) of O; strides
+  // (batch, head, row) of LSE.
+  static constexpr int kMaxStates = 64;
+  const void* o[kMaxStates] = {};
+  DType o_dtype[kMaxStates] = {};
+  int64_t o_strides[kMaxStates][3] = {};
+  const float* lse[kMaxStates] = {};
+  int64_t lse_strides[kMaxStates][3] = {};
+  void* out = nullptr;
+  int64_t out_strides[3] = {};
+  float* out_lse = nullptr;
+  int64_t out_lse_strides[3] = {};
+  int num_threads = 0;
+};
+
+}  // namespace fastattn

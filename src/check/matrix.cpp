@@ -1,0 +1,146 @@
+// The correctness matrix: ANCHORS.md's awkward shapes, every head dim class,
+// head layouts and every feature of the contract, each crossed with the
+// dtypes where the dtype changes the code path.
+#include <utility>
+#include <vector>
+
+#include "check/harness.h"
+
+namespace fastattn::check {
+namespace {
+
+constexpr fa_dtype kDtypes[] = {FA_DTYPE_FLOAT32, FA_DTYPE_FLOAT16, FA_DTYPE_BFLOAT16};
+
+Case base(const char* label, fa_dtype dt, int64_t lq, int64_t lk, int64_t d) {
+  Case c;
+  c.label = label;
+  c.dtype = dt;
+  c.batch = 2;
+  c.seqlen_q = lq;
+  c.seqlen_k = lk;
+  c.heads_q = 4;
+  c.heads_kv = 2;
+  c.head_dim = d;
+  return c;
+}
+
+Case with_mask(Case c, fa_mask_kind kind, int64_t left = -1, int64_t right = -1) {
+  c.mask = kind;
+  c.window_left = left;
+  c.window_right = right;
+  return c;
+}
+
+}  // namespace
+
+std::vector<Case> correctness_matrix(bool quick) {
+  std::vector<Case> m;
+  // Awkward (Lq, Lk), Lq > Lk among them (causal rows with no key).
+  std::vector<std::pair<int64_t, int64_t>> shapes = {{1, 1},     {239, 1},   {799, 3}, {113, 203},
+                                                     {300, 100}, {1, 517},   {64, 128}};
+  if (!quick) shapes.push_back({1023, 1024});
+  for (auto [lq, lk] : shapes) {
+    for (fa_dtype dt : kDtypes) {
+      m.push_back(base("shape", dt, lq, lk, 64));
+      m.push_back(with_mask(base("shape", dt, lq, lk, 64), FA_MASK_CAUSAL));
+    }
+  }
+  if (!quick) {
+    Case big = base("large", FA_DTYPE_BFLOAT16, 4224, 4224, 128);
+    big.batch = 1;
+    big.heads_q = 2;
+    big.heads_kv = 1;
+    m.push_back(with_mask(big, FA_MASK_CAUSAL));
+    big.dtype = FA_DTYPE_FLOAT32;
+    m.push_back(big);
+  }
+  // Head dims: the exact fast ones and padded ones.
+  for (int64_t d : {8, 40, 64, 72, 80, 96, 128, 136, 256}) {
+    for (fa_dtype dt : kDtypes) {
+      m.push_back(with_mask(base("head dim", dt, 113, 203, d), FA_MASK_CAUSAL));
+    }
+  }
+  // MHA, GQA, MQA under every built-in mask.
+  for (auto [hq, hkv] : std::vector<std::pair<int64_t, int64_t>>{{3, 3}, {6, 2}, {5, 1}}) {
+    for (fa_dtype dt : {FA_DTYPE_FLOAT32, FA_DTYPE_BFLOAT16}) {
+      Case c = base("heads", dt, 97, 131, 64);
+      c.heads_q = hq;
+      c.heads_kv = hkv;
+      m.push_back(c);
+      m.push_back(with_mask(c, FA_MASK_CAUSAL));
+      m.push_back(with_mask(c, FA_MASK_SLIDING_WINDOW, 17, 5));
+    }
+  }
+  // Windows: one-sided, zero-width (the diagonal only), wider than the
+  // sequence, and one that empties rows (Lq > Lk, right bound negative-going).
+  for (fa_dtype dt : kDtypes) {
+    m.push_back(with_mask(base("window", dt, 200, 200, 64), FA_MASK_SLIDING_WINDOW, 32, -1));
+    m.push_back(with_mask(base("window", dt, 200, 200, 64), FA_MASK_SLIDING_WINDOW, -1, 7));
+    m.push_back(with_mask(base("window", dt, 150, 250, 64), FA_MASK_SLIDING_WINDOW, 0, 0));
+    m.push_back(with_mask(base("window", dt, 150, 250, 64), FA_MASK_SLIDING_WINDOW, 1000, 1000));
+    m.push_back(with_mask(base("window", dt, 250, 150, 64), FA_MASK_SLIDING_WINDOW, 8, 0));
+  }
+  // Softcap (strong enough to bend the scores) and an explicit scale.
+  for (fa_dtype dt : kDtypes) {
+    Case c = base("softcap", dt, 129, 257, 128);
+    c.softcap = 1.5f;
+    c.softmax_scale = 0.25f;
+    m.push_back(c);
+    m.push_back(with_mask(c, FA_MASK_CAUSAL));
+  }
+  // Variable-length batches (lengths drawn per sequence, zero included).
+  for (fa_dtype dt : kDtypes) {
+    Case c = base("varlen", dt, 177, 190, 64);
+    c.batch = 5;
+    c.varlen = true;
+    m.push_back(c);
+    m.push_back(with_mask(c, FA_MASK_CAUSAL));
+    m.push_back(with_mask(c, FA_MASK_SLIDING_WINDOW, 24, 3));
+  }
+  // Arbitrary strides: heads outermost, padded rows and batches.
+  for (fa_dtype dt : kDtypes) {
+    Case c = base("strides", dt, 77, 91, 80);
+    c.noncontiguous = true;
+    m.push_back(with_mask(c, FA_MASK_CAUSAL));
+    c.varlen = true;
+    c.batch = 3;
+    m.push_back(c);
+  }
+  // Paged KV cache: decode (Lq = 1), speculative (Lq = 4) and chunked prefill.
+  for (int64_t ps : {1, 5, 16, 64}) {
+    for (fa_dtype dt : kDtypes) {
+      Case c = base("paged", dt, 1, 300, 128);
+      c.batch = 3;
+      c.heads_q = 8;
+      c.heads_kv = 2;
+      c.page_size = ps;
+      m.push_back(c);
+      c.seqlen_q = 4;
+      m.push_back(with_mask(c, FA_MASK_CAUSAL));
+    }
+  }
+  for (fa_dtype dt : kDtypes) {
+    Case c = base("paged prefill", dt, 90, 333, 64);
+    c.page_size = 16;
+    c.noncontiguous = true;
+    m.push_back(with_mask(c, FA_MASK_CAUSAL));
+    m.push_back(with_mask(c, FA_MASK_SLIDING_WINDOW, 40, 0));
+  }
+  // Decode over a long contiguous cache (split across threads).
+  for (fa_dtype dt : kDtypes) {
+    Case c = base("decode", dt, 1, quick ? 4099 : 20000, 128);
+    c.batch = 1;
+    c.heads_q = 8;
+    c.heads_kv = 1;
+    m.push_back(c);
+  }
+  // Without LSE.
+  for (fa_dtype dt : kDtypes) {
+    Case c = base("no lse", dt, 65, 65, 96);
+    c.with_lse = false;
+    m.push_back(with_mask(c, FA_MASK_CAUSAL));
+  }
+  return m;
+}
+
+}  // namespace fastattn::check

@@ -1,0 +1,50 @@
+// A random attention problem held per sequence in float (values already
+// rounded to the case's dtype), and the two plain implementations the
+// correctness rule needs: the float64 reference (run through the library's
+// reference backend on float32 copies, which are exact) and the naive
+// low-precision one.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "check/harness.h"
+
+namespace fastattn::check {
+
+struct Sequence {
+  int64_t lq = 0, lk = 0;
+  std::vector<float> q, k, v;  // [lq, Hq, D], [lk, Hkv, D], [lk, Hkv, D]
+};
+
+struct Problem {
+  Case c;
+  std::vector<Sequence> seqs;
+  float scale = 0;  // resolved softmax scale
+};
+
+// Results per sequence: out [lq, Hq, D] and lse [Hq, lq].
+struct Result {
+  std::vector<std::vector<float>> out;
+  std::vector<std::vector<float>> lse;
+};
+
+Problem make_problem(const Case& c, std::mt19937_64& rng);
+
+// Float64 reference through FA_BACKEND_CPU_REFERENCE (varlen form, float32
+// storage). Returns false with `error` set if the library refused.
+bool reference_result(const Problem& p, Result* out, std::string* error);
+
+// Scores rounded to the dtype, softmax in float32 with P rounded to the
+// dtype, P V accumulated in float32 and rounded: what an unfused
+// implementation in the case's precision computes.
+Result low_precision_result(const Problem& p);
+
+// Whether query row i of a sequence (lq queries, lk keys) may see key j,
+// straight from the mask's definition (bottom-right aligned).
+bool mask_allows(const Case& c, int64_t i, int64_t j, int64_t lq, int64_t lk);
+
+float round_to_dtype(float x, fa_dtype t);
+
+}  // namespace fastattn::check
