@@ -41,6 +41,21 @@ void run_attention(Backend backend, AttentionParams& p, const fa_run_options* op
   }
 }
 
+// Every attention entry point: validate into params, select, run.
+template <typename Args>
+fa_status validate_and_run(const Args* args, const fa_run_options* options,
+                           Status (*build)(const Args&, AttentionParams*)) {
+  return guarded([&]() -> Status {
+    if (args == nullptr) return Status::invalid("args: is NULL");
+    AttentionParams p;
+    FA_RETURN_IF_ERROR(build(*args, &p));
+    Backend backend;
+    FA_RETURN_IF_ERROR(select_backend(options, p.dtype, &backend));
+    run_attention(backend, p, options);
+    return Status::ok();
+  });
+}
+
 }  // namespace
 }  // namespace fastattn
 
@@ -53,15 +68,7 @@ extern "C" {
 
 FA_API fa_status fa_attention_forward(const fa_attention_args* args,
                                       const fa_run_options* options) {
-  return fastattn::guarded([&]() -> Status {
-    if (args == nullptr) return Status::invalid("args: is NULL");
-    AttentionParams p;
-    FA_RETURN_IF_ERROR(fastattn::build_attention_params(*args, &p));
-    Backend backend;
-    FA_RETURN_IF_ERROR(fastattn::select_backend(options, p.dtype, &backend));
-    fastattn::run_attention(backend, p, options);
-    return Status::ok();
-  });
+  return fastattn::validate_and_run(args, options, fastattn::build_attention_params);
 }
 
 FA_API fa_status fa_attention_supported(const fa_attention_args* args,
@@ -77,15 +84,7 @@ FA_API fa_status fa_attention_supported(const fa_attention_args* args,
 
 FA_API fa_status fa_paged_attention(const fa_paged_attention_args* args,
                                     const fa_run_options* options) {
-  return fastattn::guarded([&]() -> Status {
-    if (args == nullptr) return Status::invalid("args: is NULL");
-    AttentionParams p;
-    FA_RETURN_IF_ERROR(fastattn::build_paged_attention_params(*args, &p));
-    Backend backend;
-    FA_RETURN_IF_ERROR(fastattn::select_backend(options, p.dtype, &backend));
-    fastattn::run_attention(backend, p, options);
-    return Status::ok();
-  });
+  return fastattn::validate_and_run(args, options, fastattn::build_paged_attention_params);
 }
 
 FA_API fa_status fa_merge_states(const fa_merge_args* args, const fa_run_options* options) {

@@ -123,24 +123,27 @@ inline int64_t lse_offset(const AttentionParams& p, int64_t b, int64_t row, int6
          (first + row) * p.lse_row_stride;
 }
 
-// Element offset of key/value row j of sequence b, KV head h.
-inline int64_t k_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t b, int64_t j,
-                        int64_t h) {
+// Element offset of row j of sequence b, KV head h, in a K or V buffer with
+// the given strides (see KVLayout).
+inline int64_t kv_row_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t b, int64_t j,
+                             int64_t h, int64_t page_stride, int64_t batch_stride,
+                             int64_t row_stride, int64_t head_stride) {
   if (kv.page_table) {
     const int64_t page = kv.page_table[b * kv.page_table_stride + j / kv.page_size];
-    return page * kv.k_page_stride + (j % kv.page_size) * kv.k_row_stride + h * kv.k_head_stride;
+    return page * page_stride + (j % kv.page_size) * row_stride + h * head_stride;
   }
-  if (cu_seqlens_k) return (cu_seqlens_k[b] + j) * kv.k_row_stride + h * kv.k_head_stride;
-  return b * kv.k_batch_stride + j * kv.k_row_stride + h * kv.k_head_stride;
+  if (cu_seqlens_k) return (cu_seqlens_k[b] + j) * row_stride + h * head_stride;
+  return b * batch_stride + j * row_stride + h * head_stride;
+}
+inline int64_t k_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t b, int64_t j,
+                        int64_t h) {
+  return kv_row_offset(kv, cu_seqlens_k, b, j, h, kv.k_page_stride, kv.k_batch_stride,
+                       kv.k_row_stride, kv.k_head_stride);
 }
 inline int64_t v_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t b, int64_t j,
                         int64_t h) {
-  if (kv.page_table) {
-    const int64_t page = kv.page_table[b * kv.page_table_stride + j / kv.page_size];
-    return page * kv.v_page_stride + (j % kv.page_size) * kv.v_row_stride + h * kv.v_head_stride;
-  }
-  if (cu_seqlens_k) return (cu_seqlens_k[b] + j) * kv.v_row_stride + h * kv.v_head_stride;
-  return b * kv.v_batch_stride + j * kv.v_row_stride + h * kv.v_head_stride;
+  return kv_row_offset(kv, cu_seqlens_k, b, j, h, kv.v_page_stride, kv.v_batch_stride,
+                       kv.v_row_stride, kv.v_head_stride);
 }
 
 // A set of partial states to merge: n states of rows x heads x head_dim.
