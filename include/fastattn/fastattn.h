@@ -108,7 +108,8 @@ typedef struct fa_mask {
  * [total_k, Hkv, D], out like q, lse float32 [Hq, total_q].
  *
  * Hq must be a multiple of Hkv (MHA, GQA, MQA); query head h reads KV head
- * h / (Hq / Hkv). D is any multiple of 8 up to 256.
+ * h / (Hq / Hkv). D is any multiple of 8 up to 256. Sequence lengths are at
+ * most 2^31 - 1. Outputs must not overlap the inputs.
  */
 typedef struct fa_attention_args {
   fa_tensor q;

@@ -154,6 +154,12 @@ Status build_attention_params(const fa_attention_args& a, AttentionParams* out) 
       return Status::invalid(str(m));
     }
     FA_RETURN_IF_ERROR(check_head_dim("q", d));
+    if (lq > INT32_MAX || lk > INT32_MAX) {
+      std::ostringstream m;
+      m << "q/k: sequence lengths Lq = " << lq << ", Lk = " << lk << " must be at most "
+        << INT32_MAX << " (positions are 32-bit, as in cu_seqlens)";
+      return Status::invalid(str(m));
+    }
     FA_RETURN_IF_ERROR(check_shape("k", a.k, {b, lk, hkv, d}, "[B, Lk, Hkv, D]"));
     FA_RETURN_IF_ERROR(check_shape("v", a.v, {b, lk, hkv, d}, "[B, Lk, Hkv, D] (like k)"));
     FA_RETURN_IF_ERROR(check_shape("out", a.out, {b, lq, hq, d}, "[B, Lq, Hq, D] (like q)"));

@@ -122,7 +122,7 @@ bool reference_result(const Problem& p, Result* out, std::string* error) {
   return true;
 }
 
-Result low_precision_result(const Problem& p) {
+Result low_precision_result(const Problem& p, fa_dtype rounding) {
   const Case& c = p.c;
   const int64_t hq = c.heads_q, d = c.head_dim, group = c.heads_q / c.heads_kv;
   Result r;
@@ -149,7 +149,7 @@ Result low_precision_result(const Problem& p) {
           for (int64_t e = 0; e < d; ++e) dot += q[e] * k[e];
           float sc = dot * p.scale;
           if (c.softcap > 0) sc = c.softcap * std::tanh(sc / c.softcap);
-          scores[j] = round_to_dtype(sc, c.dtype);
+          scores[j] = round_to_dtype(sc, rounding);
           row_max = std::max(row_max, scores[j]);
         }
         if (row_max == -std::numeric_limits<float>::infinity()) continue;  // fully masked
@@ -161,12 +161,12 @@ Result low_precision_result(const Problem& p) {
         r.lse[b][h * s.lq + i] = row_max + std::log(sum);
         float* o = &r.out[b][(i * hq + h) * d];
         for (int64_t j = 0; j < s.lk; ++j) {
-          const float pj = round_to_dtype(scores[j] / sum, c.dtype);
+          const float pj = round_to_dtype(scores[j] / sum, rounding);
           if (pj == 0.0f) continue;
           const float* v = &s.v[(j * c.heads_kv + hk) * d];
           for (int64_t e = 0; e < d; ++e) o[e] += pj * v[e];
         }
-        for (int64_t e = 0; e < d; ++e) o[e] = round_to_dtype(o[e], c.dtype);
+        for (int64_t e = 0; e < d; ++e) o[e] = round_to_dtype(o[e], rounding);
       }
     }
   }

@@ -39,7 +39,9 @@ bool reference_result(const Problem& p, Result* out, std::string* error);
 // Scores rounded to the dtype, softmax in float32 with P rounded to the
 // dtype, P V accumulated in float32 and rounded: what an unfused
 // implementation in the case's precision computes.
-Result low_precision_result(const Problem& p);
+// `rounding` is the dtype the scores, P and O are rounded to: the case's own
+// for the tolerance, float32 for a check of the reference's logic.
+Result low_precision_result(const Problem& p, fa_dtype rounding);
 
 // Whether query row i of a sequence (lq queries, lk keys) may see key j,
 // straight from the mask's definition (bottom-right aligned).

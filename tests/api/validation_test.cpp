@@ -161,6 +161,13 @@ TEST_F(Rejects, OffsetsOverflowInt64) {
   expect_rejected(FA_STATUS_INVALID_ARGUMENT, {"q", "int64"});
 }
 
+TEST_F(Rejects, SequenceLongerThanInt32) {
+  args_.k.shape[1] = args_.v.shape[1] = int64_t(1) << 31;
+  args_.k.strides[0] = args_.v.strides[0] = 0;  // a view: nothing is read before the check
+  args_.k.strides[1] = args_.v.strides[1] = 0;
+  expect_rejected(FA_STATUS_INVALID_ARGUMENT, {"Lk = 2147483648", "at most 2147483647"});
+}
+
 TEST_F(Rejects, UnknownMaskKind) {
   args_.mask.kind = static_cast<fa_mask_kind>(42);
   expect_rejected(FA_STATUS_INVALID_ARGUMENT, {"mask.kind", "FA_MASK_CAUSAL"});
