@@ -1,0 +1,42 @@
+# CUDA backend. include() it from the top-level CMakeLists after project():
+# it enables CUDA and defines the static library `fastattn_cuda` from
+# src/cuda/**/*.cu, plus the test/bench driver when FASTATTN_CUDA_BUILD_DRIVER.
+include_guard(GLOBAL)
+
+# Native code for A100 and H100 only by default: every extra architecture
+# recompiles each instance (two cores here). 86/89 run the sm80 build; pass
+# -DCMAKE_CUDA_ARCHITECTURES="80;86;89;90a" for native code on all of them.
+if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+  set(CMAKE_CUDA_ARCHITECTURES "80-real;90a-real" CACHE STRING "CUDA architectures")
+endif()
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+
+option(FASTATTN_CUDA_PTXAS_VERBOSE "Print ptxas register, spill and shared-memory reports" OFF)
+option(FASTATTN_CUDA_BUILD_DRIVER "Build bench/cuda/flash_sm80_driver" OFF)
+
+set(_fastattn_root ${CMAKE_CURRENT_LIST_DIR}/..)
+file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS ${_fastattn_root}/src/cuda/*.cu)
+add_library(fastattn_cuda STATIC ${FASTATTN_CUDA_SOURCES})
+target_include_directories(fastattn_cuda
+  PUBLIC ${_fastattn_root}/src
+  PRIVATE ${_fastattn_root}/include)
+set_target_properties(fastattn_cuda PROPERTIES
+  CUDA_STANDARD 17  # CMake 3.25 knows no C++20 flag for nvcc; the CUDA sources need only 17
+  CUDA_STANDARD_REQUIRED ON
+  POSITION_INDEPENDENT_CODE ON)
+# No --use_fast_math: it would swap tanhf (softcap), log2f (LSE) and the
+# divisions for approximations. The kernels call ex2.approx explicitly where
+# the approximation is within fp32 rounding of the result.
+target_compile_options(fastattn_cuda PRIVATE
+  $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>
+  $<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${FASTATTN_CUDA_PTXAS_VERBOSE}>>:-Xptxas=-v>)
+target_link_libraries(fastattn_cuda PUBLIC CUDA::cudart_static)
+
+if(FASTATTN_CUDA_BUILD_DRIVER)
+  add_executable(flash_sm80_driver ${_fastattn_root}/bench/cuda/flash_sm80_driver.cu)
+  target_include_directories(flash_sm80_driver PRIVATE ${_fastattn_root}/include)
+  set_target_properties(flash_sm80_driver PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+  target_compile_options(flash_sm80_driver PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
+  target_link_libraries(flash_sm80_driver PRIVATE fastattn_cuda)
+endif()

@@ -1,0 +1,109 @@
+#include "cuda/flash_launch.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "cuda/sm80/tile_config.h"
+
+namespace fastattn::cuda {
+namespace {
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+bool strides8(int64_t a, int64_t b, int64_t c) { return a % 8 == 0 && b % 8 == 0 && c % 8 == 0; }
+
+// The kernel takes window bounds as int, < 0 meaning unbounded; any bound
+// past 2^30 already spans every key of an int-sized sequence.
+int window_bound(int64_t w) {
+  if (w >= MaskParams::kUnbounded) return -1;
+  return static_cast<int>(w < (int64_t{1} << 30) ? w : (int64_t{1} << 30));
+}
+
+template <int kHeadDim>
+cudaError_t run_dtype(const AttentionParams& a, const FwdParams& p, cudaStream_t stream) {
+  if (a.dtype == DType::kFloat16) return run_flash_fwd_sm80<__half, kHeadDim>(p, stream);
+  if (a.dtype == DType::kBFloat16) return run_flash_fwd_sm80<__nv_bfloat16, kHeadDim>(p, stream);
+  return cudaErrorNotSupported;
+}
+
+}  // namespace
+
+cudaError_t make_fwd_params(const AttentionParams& a, FwdParams* out) {
+  if (a.kv.page_table != nullptr || a.seqlens_k != nullptr) return cudaErrorNotSupported;
+  if (a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) return cudaErrorNotSupported;
+  if (a.head_dim % 8 != 0 || fwd_padded_head_dim(static_cast<int>(a.head_dim)) == 0)
+    return cudaErrorNotSupported;
+  // Every tile row is moved as 16-byte chunks.
+  if (!aligned16(a.q) || !aligned16(a.kv.k) || !aligned16(a.kv.v) || !aligned16(a.out) ||
+      !strides8(a.q_batch_stride, a.q_row_stride, a.q_head_stride) ||
+      !strides8(a.kv.k_batch_stride, a.kv.k_row_stride, a.kv.k_head_stride) ||
+      !strides8(a.kv.v_batch_stride, a.kv.v_row_stride, a.kv.v_head_stride) ||
+      !strides8(a.out_batch_stride, a.out_row_stride, a.out_head_stride))
+    return cudaErrorNotSupported;
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max() / 2;
+  if (a.batch > 65535 || a.heads_q > 65535 || a.seqlen_q > kIntMax || a.seqlen_k > kIntMax ||
+      a.heads_kv <= 0 || a.heads_q % a.heads_kv != 0)
+    return cudaErrorInvalidValue;
+
+  FwdParams p;
+  p.q = a.q;
+  p.k = a.kv.k;
+  p.v = a.kv.v;
+  p.out = a.out;
+  p.lse = a.lse;
+  p.q_batch_stride = a.q_batch_stride;
+  p.q_row_stride = a.q_row_stride;
+  p.q_head_stride = a.q_head_stride;
+  p.k_batch_stride = a.kv.k_batch_stride;
+  p.k_row_stride = a.kv.k_row_stride;
+  p.k_head_stride = a.kv.k_head_stride;
+  p.v_batch_stride = a.kv.v_batch_stride;
+  p.v_row_stride = a.kv.v_row_stride;
+  p.v_head_stride = a.kv.v_head_stride;
+  p.out_batch_stride = a.out_batch_stride;
+  p.out_row_stride = a.out_row_stride;
+  p.out_head_stride = a.out_head_stride;
+  p.lse_batch_stride = a.lse_batch_stride;
+  p.lse_head_stride = a.lse_head_stride;
+  p.lse_row_stride = a.lse_row_stride;
+  p.cu_seqlens_q = a.cu_seqlens_q;
+  p.cu_seqlens_k = a.cu_seqlens_k;
+  p.batch = static_cast<int>(a.batch);
+  p.heads_q = static_cast<int>(a.heads_q);
+  p.group_size = static_cast<int>(a.group_size());
+  p.seqlen_q = static_cast<int>(a.seqlen_q);
+  p.seqlen_k = static_cast<int>(a.seqlen_k);
+  p.head_dim = static_cast<int>(a.head_dim);
+  p.window_left = window_bound(a.mask.left);
+  p.window_right = window_bound(a.mask.right);
+  constexpr float kLog2e = 1.4426950408889634f;
+  if (a.softcap > 0.f) {
+    p.softcap = a.softcap;
+    p.softcap_inv_scale = a.scale / a.softcap;
+    p.scale_log2 = kLog2e;
+  } else {
+    p.scale_log2 = a.scale * kLog2e;
+  }
+  *out = p;
+  return cudaSuccess;
+}
+
+cudaError_t flash_attention_sm80(const AttentionParams& a, cudaStream_t stream) {
+  FwdParams p;
+  const cudaError_t err = make_fwd_params(a, &p);
+  if (err != cudaSuccess) return err;
+  if (p.batch == 0 || p.heads_q == 0 || p.seqlen_q == 0) return cudaSuccess;
+  switch (fwd_padded_head_dim(p.head_dim)) {
+    case 64: return run_dtype<64>(a, p, stream);
+    case 80: return run_dtype<80>(a, p, stream);
+    case 96: return run_dtype<96>(a, p, stream);
+    case 128: return run_dtype<128>(a, p, stream);
+    case 256: return run_dtype<256>(a, p, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,35 @@
+// What the forward kernels read: raw pointers, int64 element strides and
+// int sizes, filled from the validated AttentionParams by flash_launch.cu.
+#pragma once
+
+#include <cstdint>
+
+namespace fastattn::cuda {
+
+struct FwdParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  void* out = nullptr;
+  float* lse = nullptr;  // optional
+  int64_t q_batch_stride = 0, q_row_stride = 0, q_head_stride = 0;
+  int64_t k_batch_stride = 0, k_row_stride = 0, k_head_stride = 0;
+  int64_t v_batch_stride = 0, v_row_stride = 0, v_head_stride = 0;
+  int64_t out_batch_stride = 0, out_row_stride = 0, out_head_stride = 0;
+  int64_t lse_batch_stride = 0, lse_head_stride = 0, lse_row_stride = 0;
+  // Varlen: device arrays of batch + 1 offsets (batch strides then unused).
+  const int32_t* cu_seqlens_q = nullptr;
+  const int32_t* cu_seqlens_k = nullptr;
+
+  int batch = 0, heads_q = 0, group_size = 1;
+  int seqlen_q = 0, seqlen_k = 0;  // varlen: maxima, used for the grid only
+  int head_dim = 0;                // actual; the kernel's kHeadDim may be larger
+  int window_left = -1, window_right = -1;  // < 0: unbounded
+  // Scores enter exp2 as s * scale_log2 - m * scale_log2 (one FMA): log2(e) *
+  // softmax scale, or log2(e) alone with a softcap, whose tanh already scaled.
+  float scale_log2 = 0.f;
+  float softcap = 0.f;           // 0 = off
+  float softcap_inv_scale = 0.f;  // softmax scale / softcap
+};
+
+}  // namespace fastattn::cuda

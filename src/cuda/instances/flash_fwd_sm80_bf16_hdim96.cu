@@ -1,0 +1,12 @@
+// Forward, sm80 mainloop, bf16, head dim 96.
+#include "cuda/flash_launch.h"
+#include "cuda/sm80/flash_fwd_launch.cuh"
+
+namespace fastattn::cuda {
+
+template <>
+cudaError_t run_flash_fwd_sm80<__nv_bfloat16, 96>(const FwdParams& p, cudaStream_t stream) {
+  return launch_flash_fwd_sm80<DefaultFwdTraits<__nv_bfloat16, 96>>(p, stream);
+}
+
+}  // namespace fastattn::cuda

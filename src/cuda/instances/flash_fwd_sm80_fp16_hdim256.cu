@@ -1,0 +1,12 @@
+// Forward, sm80 mainloop, fp16, head dim 256.
+#include "cuda/flash_launch.h"
+#include "cuda/sm80/flash_fwd_launch.cuh"
+
+namespace fastattn::cuda {
+
+template <>
+cudaError_t run_flash_fwd_sm80<__half, 256>(const FwdParams& p, cudaStream_t stream) {
+  return launch_flash_fwd_sm80<DefaultFwdTraits<__half, 256>>(p, stream);
+}
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,363 @@
+// FlashAttention-2 forward for sm80+ (mma.sync): one block per (query tile,
+// head, sequence); each warp owns kWarpRows query rows, keeps Q in shared
+// memory and its S / P / O fragments in registers, and streams K/V tiles
+// through a kStages-deep cp.async ring. Paper notation: Br = kBlockM,
+// Bc = kBlockN, m_i = row_max, l_i = row_sum.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common/mask.cuh"
+#include "cuda/common/mma.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/common/swizzle.cuh"
+#include "cuda/flash_params.h"
+#include "cuda/sm80/tile_config.h"
+
+namespace fastattn::cuda {
+
+template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kStages_>
+struct FwdTraits {
+  using Elem = Elem_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kBlockM_;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kStages = kStages_;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kWarpRows = kBlockM / kWarps;
+  static constexpr int kMTiles = kWarpRows / 16;  // 16-row MMA tiles per warp
+  static constexpr int kChunks = kHeadDim / 8;    // 16-byte chunks that hold data
+  // Shared rows span whole 128-byte swizzle atoms; d = 80, 96 leave the tail
+  // of the second atom unused (never read).
+  static constexpr int kRowChunks = (kHeadDim + 63) / 64 * 8;
+  static constexpr int kQBytes = kBlockM * kRowChunks * 16;       // (kBlockM, kHeadDim)
+  static constexpr int kKVTileBytes = kBlockN * kRowChunks * 16;  // (kBlockN, kHeadDim)
+  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVTileBytes;
+  static_assert(kWarpRows % 16 == 0 && kHeadDim % 16 == 0 && kBlockN % 16 == 0);
+  static_assert(kStages >= 2, "the pipeline prefetches kStages - 1 tiles ahead");
+};
+
+template <typename Elem, int kHeadDim>
+struct DefaultFwd {
+  static constexpr FwdTileConfig c = fwd_tile_config(kHeadDim);
+  using type = FwdTraits<Elem, kHeadDim, c.block_m, c.block_n, c.warps, c.stages>;
+};
+template <typename Elem, int kHeadDim>
+using DefaultFwdTraits = typename DefaultFwd<Elem, kHeadDim>::type;
+
+// cp.async of rows [0, kRows) of a (kRows, kHeadDim) tile; rows >= rows_valid
+// and chunks >= chunks_valid are zero-filled. A thread keeps one chunk column
+// and steps down by a multiple of 8 rows, so its swizzled offset only grows
+// by an immediate and few registers stay live (the flat index -> (row, chunk)
+// form kept every step's address in registers and spilled at d = 80).
+template <class T, int kRows>
+__device__ __forceinline__ void load_tile(uint32_t smem, const typename T::Elem* g,
+                                          int64_t row_stride, int rows_valid, int chunks_valid,
+                                          int tid) {
+  constexpr int kRowStep = T::kThreads / T::kRowChunks;
+  static_assert(kRowStep % 8 == 0 && kRows % kRowStep == 0);
+  const int c = tid % T::kRowChunks, r0 = tid / T::kRowChunks;
+  if (T::kChunks < T::kRowChunks && c >= T::kChunks) return;  // shared padding, never read
+  const uint32_t dst = smem + swizzled_offset<T::kRowChunks>(r0, c);
+  const bool c_ok = c < chunks_valid;
+  const typename T::Elem* src = g + r0 * row_stride + c * 8;
+#pragma unroll
+  for (int it = 0; it < kRows / kRowStep; ++it) {
+    const bool ok = c_ok && r0 + it * kRowStep < rows_valid;
+    cp_async_16(dst + it * kRowStep * T::kRowChunks * 16, ok ? src : g, ok);
+    src += kRowStep * row_stride;
+  }
+}
+
+// kSoftcap is a template flag because the precise tanhf costs registers that
+// d = 128 cannot spare (with it inline the plain kernel spilled 56 bytes).
+template <class T, bool kSoftcap>
+__global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const FwdParams p) {
+  using Elem = typename T::Elem;
+  constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kStages = T::kStages;
+  constexpr int kRC = T::kRowChunks, kMT = T::kMTiles;
+  constexpr int kNT = kBlockN / 8;      // n-tiles of S = Q K^T
+  constexpr int kDT = T::kHeadDim / 8;  // n-tiles of O
+  constexpr int kQK = T::kHeadDim / 16; // k-steps of Q K^T
+  constexpr int kPV = kBlockN / 16;     // k-steps of P V
+
+  extern __shared__ __align__(128) unsigned char smem[];
+  const uint32_t q_smem = smem_addr(smem);
+  const uint32_t k_smem = q_smem + T::kQBytes;
+  const uint32_t v_smem = k_smem + kStages * T::kKVTileBytes;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  // Last query tiles first: under a causal mask they have the most key tiles,
+  // and starting them early shortens the tail of the grid.
+  const int m_block = gridDim.x - 1 - blockIdx.x;
+  const int h = blockIdx.y, b = blockIdx.z;
+
+  int lq = p.seqlen_q, lk = p.seqlen_k;
+  int64_t q_first = 0, k_first = 0;
+  if (p.cu_seqlens_q) {
+    q_first = p.cu_seqlens_q[b];
+    lq = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
+    k_first = p.cu_seqlens_k[b];
+    lk = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
+  }
+  const int m0 = m_block * kBlockM;
+  if (m0 >= lq) return;
+  const int64_t bb = p.cu_seqlens_q ? 0 : b;  // varlen rows are absolute
+  const int hk = h / p.group_size;
+  const Elem* q_g = static_cast<const Elem*>(p.q) + bb * p.q_batch_stride +
+                    (q_first + m0) * p.q_row_stride + h * p.q_head_stride;
+  const Elem* k_g = static_cast<const Elem*>(p.k) + bb * p.k_batch_stride +
+                    k_first * p.k_row_stride + hk * p.k_head_stride;
+  const Elem* v_g = static_cast<const Elem*>(p.v) + bb * p.v_batch_stride +
+                    k_first * p.v_row_stride + hk * p.v_head_stride;
+
+  // Key tiles this query tile touches. Window bounds grow with the row, so the
+  // first and last rows bound the union; tiles inside every row's window
+  // ([full_begin, full_end)) skip the per-element mask.
+  const KeyWindow window{p.window_left, p.window_right};
+  int first_begin, first_end, last_begin, last_end;
+  window.range(m0, lq, lk, &first_begin, &first_end);
+  window.range(min(m0 + kBlockM, lq) - 1, lq, lk, &last_begin, &last_end);
+  const int n_begin = first_begin / kBlockN;
+  const int n_end = last_end > first_begin ? (last_end + kBlockN - 1) / kBlockN : n_begin;
+  const int full_begin = (last_begin + kBlockN - 1) / kBlockN;
+  const int full_end = first_end / kBlockN;
+
+  const int chunks_valid = p.head_dim / 8;
+  load_tile<T, kBlockM>(q_smem, q_g, p.q_row_stride, lq - m0, chunks_valid, tid);
+  cp_async_commit();
+  // K and V of a tile are separate commit groups, so Q K^T starts once K has
+  // landed while V is still in flight.
+  auto load_kv = [&](int n_block, int stage) {
+    const bool live = n_block < n_end;
+    const int row0 = n_block * kBlockN;
+    if (live)
+      load_tile<T, kBlockN>(k_smem + stage * T::kKVTileBytes, k_g + row0 * p.k_row_stride,
+                            p.k_row_stride, lk - row0, chunks_valid, tid);
+    cp_async_commit();
+    if (live)
+      load_tile<T, kBlockN>(v_smem + stage * T::kKVTileBytes, v_g + row0 * p.v_row_stride,
+                            p.v_row_stride, lk - row0, chunks_valid, tid);
+    cp_async_commit();
+  };
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) load_kv(n_begin + s, s);
+
+  // ldmatrix lane addresses. In every tile a lane's row is congruent to
+  // lane % 8 modulo 8, so chunk 2c of its row sits at (c / 4) * 128 +
+  // ((2 (c % 4)) ^ sw) * 16 bytes with a per-lane sw: four offsets per
+  // operand, the rest immediates. (Left to itself the compiler kept every
+  // (tile, k-step) address live across the mainloop and spilled.)
+  const int xr = lane & 7;
+  const int q_row = warp * T::kWarpRows + (lane & 15), q_sw = (lane >> 4) ^ xr;
+  const int k_row = (lane & 7) + ((lane >> 4) << 3), k_sw = ((lane >> 3) & 1) ^ xr;
+  const int v_row = lane & 15, v_sw = (lane >> 4) ^ xr;
+  uint32_t q_off[4], k_off[4], v_off[4];
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    q_off[j] = q_smem + (q_row * kRC + ((2 * j) ^ q_sw)) * 16;
+    k_off[j] = (k_row * kRC + ((2 * j) ^ k_sw)) * 16;
+    v_off[j] = (v_row * kRC + ((2 * j) ^ v_sw)) * 16;
+  }
+  constexpr uint32_t kRow16Bytes = 16 * kRC * 16;  // 16 shared rows
+
+  const int g = lane >> 2, t = lane & 3;
+  const float scale_log2 = p.scale_log2;
+  float acc_o[kMT][kDT][4];
+  float row_max[kMT][2], row_sum[kMT][2];
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi) {
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc_o[mi][dt][e] = 0.f;
+    row_max[mi][0] = row_max[mi][1] = -INFINITY;
+    row_sum[mi][0] = row_sum[mi][1] = 0.f;
+  }
+
+  for (int nb = n_begin; nb < n_end; ++nb) {
+    const int it = nb - n_begin;
+    const int stage = it % kStages;
+    cp_async_wait<2 * kStages - 3>();  // K of this tile (and Q) landed
+    // Also: every warp is done with the stage the prefetch below overwrites.
+    __syncthreads();
+    load_kv(nb + kStages - 1, (it + kStages - 1) % kStages);
+    const uint32_t k_st = k_smem + stage * T::kKVTileBytes;
+    const uint32_t v_st = v_smem + stage * T::kKVTileBytes;
+
+    float s[kMT][kNT][4];  // (kWarpRows, kBlockN) scores
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[mi][nt][e] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kQK; ++kk) {
+      uint32_t qa[kMT][4];
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+        ldmatrix_x4(qa[mi], q_off[kk % 4] + mi * kRow16Bytes + (kk / 4) * 128);
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4(kb, k_st + k_off[kk % 4] + np * kRow16Bytes + (kk / 4) * 128);
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi) {
+          mma_16816<Elem>(s[mi][2 * np], qa[mi], kb[0], kb[1]);
+          mma_16816<Elem>(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+        }
+      }
+    }
+
+    if constexpr (kSoftcap) {
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            s[mi][nt][e] = p.softcap * tanhf(s[mi][nt][e] * p.softcap_inv_scale);
+    }
+
+    if (nb < full_begin || nb >= full_end) {
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          int kb_begin, kb_end;
+          window.range(m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r, lq, lk, &kb_begin, &kb_end);
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const int j = nb * kBlockN + nt * 8 + 2 * t + c;
+              if (j < kb_begin || j >= kb_end) s[mi][nt][2 * r + c] = -INFINITY;
+            }
+        }
+    }
+
+    // Online softmax; a row's 4 owning lanes are one quad.
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        float mx = row_max[mi][r];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+          mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // A row with no key so far keeps m = -inf; exponents then use 0 as the
+        // offset so that exp2(-inf - -inf) never makes a NaN.
+        const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
+        const float corr = ex2(row_max[mi][r] * scale_log2 - m_scaled);
+        row_max[mi][r] = mx;
+        float sum = row_sum[mi][r] * corr;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) {
+          acc_o[mi][dt][2 * r] *= corr;
+          acc_o[mi][dt][2 * r + 1] *= corr;
+        }
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int c = 0; c < 2; ++c) {
+            const float pv = ex2(fmaf(s[mi][nt][2 * r + c], scale_log2, -m_scaled));
+            s[mi][nt][2 * r + c] = pv;
+            sum += pv;
+          }
+        row_sum[mi][r] = sum;  // per-lane partial; quad-reduced once at the end
+      }
+
+    uint32_t pa[kMT][kPV][4];  // P as A fragments
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+      for (int kk = 0; kk < kPV; ++kk) {
+        pa[mi][kk][0] = pack2<Elem>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+        pa[mi][kk][1] = pack2<Elem>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+        pa[mi][kk][2] = pack2<Elem>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+        pa[mi][kk][3] = pack2<Elem>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+      }
+
+    cp_async_wait<2 * kStages - 2>();  // V of this tile landed
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < kPV; ++kk)
+#pragma unroll
+      for (int dp = 0; dp < kDT / 2; ++dp) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, v_st + v_off[dp % 4] + kk * kRow16Bytes + (dp / 4) * 128);
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi) {
+          mma_16816<Elem>(acc_o[mi][2 * dp], pa[mi][kk], vb[0], vb[1]);
+          mma_16816<Elem>(acc_o[mi][2 * dp + 1], pa[mi][kk], vb[2], vb[3]);
+        }
+      }
+  }
+
+  // Epilogue: normalise, stage O through this warp's rows of the Q buffer and
+  // write whole 16-byte chunks. The barrier covers a tile with no key, where
+  // Q copies issued by other threads may still be landing in those rows.
+  cp_async_wait<0>();
+  __syncthreads();
+  constexpr float kLn2 = 0.6931471805599453f;
+  float lse[kMT][2];
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[mi][r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;  // no allowed key: O = 0
+      lse[mi][r] = l > 0.f ? (row_max[mi][r] * scale_log2 + log2f(l)) * kLn2 : -INFINITY;
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt) {
+        acc_o[mi][dt][2 * r] *= inv;
+        acc_o[mi][dt][2 * r + 1] *= inv;
+      }
+    }
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = warp * T::kWarpRows + mi * 16 + g + 8 * r;
+        *reinterpret_cast<uint32_t*>(smem + swizzled_offset<kRC>(row, dt) + 4 * t) =
+            pack2<Elem>(acc_o[mi][dt][2 * r], acc_o[mi][dt][2 * r + 1]);
+      }
+  __syncwarp();
+
+  Elem* o_g = static_cast<Elem*>(p.out) + bb * p.out_batch_stride +
+              (q_first + m0) * p.out_row_stride + h * p.out_head_stride;
+  constexpr int kWarpChunks = T::kWarpRows * T::kChunks;
+#pragma unroll
+  for (int i = 0; i < (kWarpChunks + 31) / 32; ++i) {
+    const int idx = lane + 32 * i;
+    const int row = warp * T::kWarpRows + idx / T::kChunks, c = idx % T::kChunks;
+    if ((kWarpChunks % 32 == 0 || idx < kWarpChunks) && m0 + row < lq && c < chunks_valid) {
+      const uint4 val = *reinterpret_cast<const uint4*>(smem + swizzled_offset<kRC>(row, c));
+      *reinterpret_cast<uint4*>(o_g + row * p.out_row_stride + c * 8) = val;
+    }
+  }
+
+  if (p.lse != nullptr && t == 0) {
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r;
+        if (row < lq)
+          p.lse[bb * p.lse_batch_stride + h * p.lse_head_stride +
+                (q_first + row) * p.lse_row_stride] = lse[mi][r];
+      }
+  }
+}
+
+}  // namespace fastattn::cuda
