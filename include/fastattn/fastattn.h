@@ -186,7 +186,8 @@ FA_API const char* fa_status_string(fa_status status);
 FA_API const char* fa_version_string(void);
 /* 1 when the backend is built in and can run here (CUDA: a GPU is present). */
 FA_API int fa_backend_available(fa_backend backend);
-/* Name of what the CPU backend dispatched to here, e.g. "AVX3+bf16dot". */
+/* The SIMD target the CPU backend dispatched to here, e.g. "AVX3+avx512bf16"
+ * (the "+avx512bf16" part: bf16 inputs use the AVX512-BF16 dot products). */
 FA_API const char* fa_cpu_target(void);
 
 #ifdef __cplusplus
