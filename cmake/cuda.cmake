@@ -1,13 +1,22 @@
 # CUDA backend. include() it from the top-level CMakeLists after project():
 # it enables CUDA and defines the static library `fastattn_cuda` from
-# src/cuda/**/*.cu, plus the test/bench driver when FASTATTN_CUDA_BUILD_DRIVER.
+# src/cuda/ (kernels in .cu, host side in src/cuda/host/*.cpp), plus the
+# kernel driver when FASTATTN_CUDA_BUILD_DRIVER.
 include_guard(GLOBAL)
 
-# Native code for A100 and H100 only by default: every extra architecture
-# recompiles each instance (two cores here). 86/89 run the sm80 build; pass
-# -DCMAKE_CUDA_ARCHITECTURES="80;86;89;90a" for native code on all of them.
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-  set(CMAKE_CUDA_ARCHITECTURES "80-real;90a-real" CACHE STRING "CUDA architectures")
+  include(CheckLanguage)
+  check_language(CUDA)
+  # Native code for every family the toolkit supports among Volta (CUDA 12
+  # only), Turing, Ampere, Ada and Hopper, plus PTX of the newest for GPUs
+  # after it. Kernels without a path for an architecture compile to empty
+  # bodies there; the host never launches them (see cuda/host/fwd_select).
+  execute_process(COMMAND ${CMAKE_CUDA_COMPILER} --version OUTPUT_VARIABLE _nvcc_version)
+  set(_archs "75-real;80-real;86-real;89-real;90a-real;90-virtual")
+  if(_nvcc_version MATCHES "release 12\\.")
+    list(PREPEND _archs "70-real")
+  endif()
+  set(CMAKE_CUDA_ARCHITECTURES "${_archs}" CACHE STRING "CUDA architectures")
 endif()
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
@@ -16,7 +25,8 @@ option(FASTATTN_CUDA_PTXAS_VERBOSE "Print ptxas register, spill and shared-memor
 option(FASTATTN_CUDA_BUILD_DRIVER "Build bench/cuda/flash_sm80_driver" OFF)
 
 set(_fastattn_root ${CMAKE_CURRENT_LIST_DIR}/..)
-file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS ${_fastattn_root}/src/cuda/*.cu)
+file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS
+  ${_fastattn_root}/src/cuda/*.cu ${_fastattn_root}/src/cuda/host/*.cpp)
 add_library(fastattn_cuda STATIC ${FASTATTN_CUDA_SOURCES})
 target_include_directories(fastattn_cuda
   PUBLIC ${_fastattn_root}/src

@@ -63,7 +63,7 @@ int run_check_command(const check_cli& cli) {
   options.backend = backend;
   options.num_threads = cli.threads;
 
-  const std::vector<check::Case> matrix = check::correctness_matrix(cli.quick);
+  const std::vector<check::Case> matrix = check::matrix_for(backend, cli.quick);
   // Indices into the full matrix, so that a case keeps its seed under --filter
   // and a failure reproduces with `--filter <its description> --seed <seed>`.
   std::vector<size_t> selected;

@@ -65,11 +65,17 @@ typedef enum fa_backend {
   FA_BACKEND_CUDA = 3
 } fa_backend;
 
+/* CUDA kernel families; tests and benchmarks can force one. */
+typedef enum fa_cuda_path {
+  FA_CUDA_PATH_AUTO = 0,
+  FA_CUDA_PATH_SM80 = 80 /* mma.sync m16n8k16 + cp.async: sm80 and newer */
+} fa_cuda_path;
+
 typedef struct fa_run_options {
   fa_backend backend;
   int32_t num_threads;   /* CPU: worker threads, 0 = all available */
   void* cuda_stream;     /* CUDA: a cudaStream_t, NULL = the default stream */
-  int32_t cuda_path;     /* CUDA: 0 = chosen by device capability */
+  int32_t cuda_path;     /* CUDA: an fa_cuda_path; 0 = chosen by device capability */
   int32_t reserved[7];
 } fa_run_options;
 
@@ -103,9 +109,18 @@ typedef struct fa_mask {
  *
  * Padded batch:  q [B, Lq, Hq, D], k and v [B, Lk, Hkv, D], out like q,
  *                lse float32 [B, Hq, Lq].
- * Variable length (cu_seqlens_q and cu_seqlens_k set, host int32 arrays of
+ * Variable length (cu_seqlens_q and cu_seqlens_k set, int32 arrays of
  * num_seqs + 1 cumulative offsets): q [total_q, Hq, D], k and v
  * [total_k, Hkv, D], out like q, lse float32 [Hq, total_q].
+ * The CPU backends read cu_seqlens on the host and check them. The CUDA
+ * backend reads them on the GPU (device, managed or pinned memory) and never
+ * synchronises to look at them, so it needs max_seqlen_q and max_seqlen_k
+ * (the longest sequence of each) and trusts the offsets: they must be
+ * non-decreasing, start at 0 and stay within the tensors.
+ *
+ * Placement: FA_BACKEND_AUTO runs on the GPU that holds q (CUDA backend) and
+ * on the CPU when q is in host memory; q, k, v, out and lse must all be on
+ * the same side.
  *
  * Hq must be a multiple of Hkv (MHA, GQA, MQA); query head h reads KV head
  * h / (Hq / Hkv). D is any multiple of 8 up to 256. Sequence lengths are at
@@ -123,6 +138,8 @@ typedef struct fa_attention_args {
   fa_mask mask;
   float softmax_scale;          /* 0 = 1 / sqrt(D) */
   float softcap;                /* 0 = off; else scores = softcap * tanh(s / softcap) */
+  int64_t max_seqlen_q;         /* varlen: longest query sequence (CUDA: required) */
+  int64_t max_seqlen_k;         /* varlen: longest key sequence (CUDA: required) */
 } fa_attention_args;
 
 FA_API fa_status fa_attention_forward(const fa_attention_args* args,

@@ -2,21 +2,50 @@
 
 #include <sstream>
 
-namespace fastattn {
+#include "api/gpu_bridge.h"
 
-Status select_backend(const fa_run_options* options, DType dtype, Backend* out) {
-  (void)dtype;  // every CPU backend takes float32, float16 and bfloat16
-  const fa_backend requested = options ? options->backend : FA_BACKEND_AUTO;
-  if (options && options->num_threads < 0) {
+namespace fastattn {
+namespace {
+
+using gpu::MemoryKind;
+
+const char* kind_name(MemoryKind k) {
+  switch (k) {
+    case MemoryKind::kPageableHost: return "pageable host memory";
+    case MemoryKind::kPinnedHost: return "pinned host memory";
+    case MemoryKind::kDevice: return "GPU memory";
+    case MemoryKind::kManaged: return "managed memory";
+  }
+  return "unknown memory";
+}
+
+Status check_options(const fa_run_options* options) {
+  if (options == nullptr) return Status::ok();
+  if (options->num_threads < 0) {
     std::ostringstream m;
     m << "options.num_threads: " << options->num_threads << "; allowed: 0 (all cores) or more";
     return Status::invalid(m.str());
   }
-  if (options && options->cuda_path != 0) {
-    return Status::invalid("options.cuda_path: must be 0 (automatic) in this build");
+  if (options->cuda_path != FA_CUDA_PATH_AUTO && options->cuda_path != FA_CUDA_PATH_SM80) {
+    std::ostringstream m;
+    m << "options.cuda_path: " << options->cuda_path
+      << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM80 (80)";
+    return Status::invalid(m.str());
   }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status select_backend(const fa_run_options* options, const void* probe, Backend* out) {
+  FA_RETURN_IF_ERROR(check_options(options));
+  const fa_backend requested = options ? options->backend : FA_BACKEND_AUTO;
   switch (requested) {
-    case FA_BACKEND_AUTO:  // no GPU backend is built in yet: the data is on the host
+    case FA_BACKEND_AUTO: {
+      const MemoryKind k = gpu::locate(probe).kind;
+      *out = k == MemoryKind::kDevice || k == MemoryKind::kManaged ? Backend::kCuda : Backend::kCpu;
+      return Status::ok();
+    }
     case FA_BACKEND_CPU:
       *out = Backend::kCpu;
       return Status::ok();
@@ -24,15 +53,62 @@ Status select_backend(const fa_run_options* options, DType dtype, Backend* out) 
       *out = Backend::kCpuReference;
       return Status::ok();
     case FA_BACKEND_CUDA:
-      return {FA_STATUS_NO_DEVICE,
-              "options.backend: FA_BACKEND_CUDA is not built into this library; "
-              "available: FA_BACKEND_AUTO, FA_BACKEND_CPU, FA_BACKEND_CPU_REFERENCE"};
+      if (!gpu::available()) {
+        return {FA_STATUS_NO_DEVICE,
+                "options.backend: FA_BACKEND_CUDA needs a CUDA GPU and a library built with "
+                "CUDA; this one has none usable (available: FA_BACKEND_AUTO, FA_BACKEND_CPU, "
+                "FA_BACKEND_CPU_REFERENCE)"};
+      }
+      *out = Backend::kCuda;
+      return Status::ok();
   }
   std::ostringstream m;
   m << "options.backend: " << static_cast<int>(requested)
     << " is unknown; allowed: FA_BACKEND_AUTO, FA_BACKEND_CPU, FA_BACKEND_CPU_REFERENCE, "
        "FA_BACKEND_CUDA";
   return Status::invalid(m.str());
+}
+
+Status check_placement(Backend backend, std::initializer_list<NamedPointer> tensors,
+                       std::initializer_list<NamedPointer> offsets) {
+  if (!gpu::available()) return Status::ok();  // every pointer is host memory
+  const bool on_gpu = backend == Backend::kCuda;
+  int device = -1;
+  const char* device_owner = nullptr;
+  auto check = [&](const NamedPointer& t, bool is_offsets) -> Status {
+    if (t.ptr == nullptr) return Status::ok();
+    const gpu::Location loc = gpu::locate(t.ptr);
+    const bool host_readable = loc.kind != MemoryKind::kDevice;
+    const bool gpu_readable = loc.kind == MemoryKind::kDevice || loc.kind == MemoryKind::kManaged ||
+                              (is_offsets && loc.kind == MemoryKind::kPinnedHost);
+    std::ostringstream m;
+    if (!on_gpu && !host_readable) {
+      m << t.name << ": is in GPU memory (device " << loc.device
+        << "); the CPU backends read host memory: use FA_BACKEND_AUTO or FA_BACKEND_CUDA";
+      return Status::invalid(m.str());
+    }
+    if (on_gpu && !gpu_readable) {
+      m << t.name << ": is in " << kind_name(loc.kind) << "; the CUDA backend reads "
+        << (is_offsets ? "device, managed or pinned host memory"
+                       : "device or managed memory")
+        << " (host data runs on FA_BACKEND_CPU)";
+      return Status::invalid(m.str());
+    }
+    if (on_gpu && loc.kind == MemoryKind::kDevice) {
+      if (device_owner == nullptr) {
+        device = loc.device;
+        device_owner = t.name;
+      } else if (loc.device != device) {
+        m << t.name << ": is on GPU " << loc.device << " but " << device_owner << " is on GPU "
+          << device << "; all tensors of a call must be on one GPU";
+        return Status::invalid(m.str());
+      }
+    }
+    return Status::ok();
+  };
+  for (const NamedPointer& t : tensors) FA_RETURN_IF_ERROR(check(t, false));
+  for (const NamedPointer& t : offsets) FA_RETURN_IF_ERROR(check(t, true));
+  return Status::ok();
 }
 
 }  // namespace fastattn

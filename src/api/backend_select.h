@@ -3,6 +3,8 @@
 // with what a run does.
 #pragma once
 
+#include <initializer_list>
+
 #include "api/params.h"
 #include "api/status.h"
 #include "fastattn/fastattn.h"
@@ -11,8 +13,19 @@ namespace fastattn {
 
 enum class Backend { kCpu, kCpuReference, kCuda };
 
-// Picks the backend for `options` (nullptr = defaults) and the problem's
-// dtype; fails with a message when the choice cannot run it.
-Status select_backend(const fa_run_options* options, DType dtype, Backend* out);
+// Picks the backend for `options` (nullptr = defaults). FA_BACKEND_AUTO looks
+// at where `probe` (q's data) lives: GPU memory selects CUDA, else the CPU.
+Status select_backend(const fa_run_options* options, const void* probe, Backend* out);
+
+struct NamedPointer {
+  const char* name;
+  const void* ptr;  // nullptr: absent, skipped
+};
+
+// Every tensor must be readable by `backend` (host memory for the CPU ones;
+// device or managed memory on q's GPU for CUDA). `offsets` are index arrays
+// (cu_seqlens): for CUDA, pinned host memory is allowed too.
+Status check_placement(Backend backend, std::initializer_list<NamedPointer> tensors,
+                       std::initializer_list<NamedPointer> offsets = {});
 
 }  // namespace fastattn

@@ -128,7 +128,29 @@ Status build_mask_params(const fa_mask& mask, MaskParams* out) {
   return Status::ok();
 }
 
-Status build_attention_params(const fa_attention_args& a, AttentionParams* out) {
+namespace {
+
+// Varlen maxima: required where offsets are read on the device (they size the
+// grid), else checked against what the offsets say.
+Status check_max_seqlen(const char* name, int64_t given, int64_t actual, OffsetsAccess offsets) {
+  if (offsets == OffsetsAccess::kDevice) {
+    if (given >= 1 && given <= INT32_MAX) return Status::ok();
+    std::ostringstream m;
+    m << name << ": " << given << "; the CUDA backend reads cu_seqlens on the GPU and needs the "
+      << "longest sequence: allowed 1 to " << INT32_MAX;
+    return Status::invalid(str(m));
+  }
+  if (given == 0 || given >= actual) return Status::ok();
+  std::ostringstream m;
+  m << name << ": " << given << " is less than the longest sequence in cu_seqlens (" << actual
+    << "); allowed: 0 (computed) or at least " << actual;
+  return Status::invalid(str(m));
+}
+
+}  // namespace
+
+Status build_attention_params(const fa_attention_args& a, OffsetsAccess offsets,
+                              AttentionParams* out) {
   AttentionParams p;
   const bool varlen = a.cu_seqlens_q != nullptr || a.cu_seqlens_k != nullptr;
   if (varlen && (a.cu_seqlens_q == nullptr || a.cu_seqlens_k == nullptr)) {
@@ -188,9 +210,13 @@ Status build_attention_params(const fa_attention_args& a, AttentionParams* out) 
     FA_RETURN_IF_ERROR(check_shape("v", a.v, {total_k, hkv, d}, "[total_k, Hkv, D] (like k)"));
     FA_RETURN_IF_ERROR(check_shape("out", a.out, {total_q, hq, d}, "[total_q, Hq, D] (like q)"));
     FA_RETURN_IF_ERROR(check_heads(hq, hkv));
-    int64_t max_q = 0, max_k = 0;
-    FA_RETURN_IF_ERROR(check_cu_seqlens("cu_seqlens_q", a.cu_seqlens_q, a.num_seqs, total_q, &max_q));
-    FA_RETURN_IF_ERROR(check_cu_seqlens("cu_seqlens_k", a.cu_seqlens_k, a.num_seqs, total_k, &max_k));
+    int64_t max_q = a.max_seqlen_q, max_k = a.max_seqlen_k;
+    if (offsets == OffsetsAccess::kHost) {
+      FA_RETURN_IF_ERROR(check_cu_seqlens("cu_seqlens_q", a.cu_seqlens_q, a.num_seqs, total_q, &max_q));
+      FA_RETURN_IF_ERROR(check_cu_seqlens("cu_seqlens_k", a.cu_seqlens_k, a.num_seqs, total_k, &max_k));
+    }
+    FA_RETURN_IF_ERROR(check_max_seqlen("max_seqlen_q", a.max_seqlen_q, max_q, offsets));
+    FA_RETURN_IF_ERROR(check_max_seqlen("max_seqlen_k", a.max_seqlen_k, max_k, offsets));
     FA_RETURN_IF_ERROR(take_lse(a.lse, {hq, total_q}, "[Hq, total_q]", &p));
     p.batch = a.num_seqs;
     p.seqlen_q = max_q;

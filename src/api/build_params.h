@@ -9,7 +9,13 @@
 namespace fastattn {
 
 Status build_mask_params(const fa_mask& mask, MaskParams* out);
-Status build_attention_params(const fa_attention_args& args, AttentionParams* out);
+// Where the chosen backend reads cu_seqlens: the CPU backends on the host
+// (their contents are checked here), the CUDA backend on the device (trusted;
+// max_seqlen_q / max_seqlen_k required instead).
+enum class OffsetsAccess { kHost, kDevice };
+
+Status build_attention_params(const fa_attention_args& args, OffsetsAccess offsets,
+                              AttentionParams* out);
 Status build_paged_attention_params(const fa_paged_attention_args& args, AttentionParams* out);
 Status build_merge_params(const fa_merge_args& args, MergeParams* out);
 

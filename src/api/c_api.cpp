@@ -6,6 +6,7 @@
 
 #include "api/backend_select.h"
 #include "api/build_params.h"
+#include "api/gpu_bridge.h"
 #include "cpu/backend.h"
 #include "fastattn/fastattn.h"
 
@@ -32,7 +33,7 @@ fa_status guarded(Body&& body) {
   }
 }
 
-void run_attention(Backend backend, AttentionParams& p, const fa_run_options* options) {
+void run_on_cpu(Backend backend, AttentionParams& p, const fa_run_options* options) {
   p.num_threads = options ? options->num_threads : 0;
   if (backend == Backend::kCpuReference) {
     cpu::reference_attention(p);
@@ -41,19 +42,44 @@ void run_attention(Backend backend, AttentionParams& p, const fa_run_options* op
   }
 }
 
-// Every attention entry point: validate into params, select, run.
-template <typename Args>
-fa_status validate_and_run(const Args* args, const fa_run_options* options,
-                           Status (*build)(const Args&, AttentionParams*)) {
-  return guarded([&]() -> Status {
-    if (args == nullptr) return Status::invalid("args: is NULL");
-    AttentionParams p;
-    FA_RETURN_IF_ERROR(build(*args, &p));
-    Backend backend;
-    FA_RETURN_IF_ERROR(select_backend(options, p.dtype, &backend));
-    run_attention(backend, p, options);
-    return Status::ok();
-  });
+Status placement_of(Backend backend, const AttentionParams& p) {
+  return check_placement(backend,
+                         {{"q", p.q}, {"k", p.kv.k}, {"v", p.kv.v}, {"out", p.out}, {"lse", p.lse}},
+                         {{"cu_seqlens_q", p.cu_seqlens_q}, {"cu_seqlens_k", p.cu_seqlens_k}});
+}
+
+// fa_attention_forward and fa_attention_supported: validate, select, then
+// run or only ask the chosen backend whether it would.
+Status attention(const fa_attention_args* args, const fa_run_options* options, bool run) {
+  if (args == nullptr) return Status::invalid("args: is NULL");
+  Backend backend;
+  FA_RETURN_IF_ERROR(select_backend(options, args->q.data, &backend));
+  const bool gpu = backend == Backend::kCuda;
+  AttentionParams p;
+  FA_RETURN_IF_ERROR(build_attention_params(
+      *args, gpu ? OffsetsAccess::kDevice : OffsetsAccess::kHost, &p));
+  FA_RETURN_IF_ERROR(placement_of(backend, p));
+  if (gpu) return run ? gpu::run_forward(p, options) : gpu::check_forward(p, options);
+  if (run) run_on_cpu(backend, p, options);
+  return Status::ok();
+}
+
+Status paged_attention(const fa_paged_attention_args* args, const fa_run_options* options) {
+  if (args == nullptr) return Status::invalid("args: is NULL");
+  Backend backend;
+  FA_RETURN_IF_ERROR(select_backend(options, args->q.data, &backend));
+  if (backend == Backend::kCuda) {
+    return Status::unsupported(
+        "fa_paged_attention: the CUDA backend has no paged-KV path in this version; "
+        "run it on FA_BACKEND_CPU with host memory");
+  }
+  AttentionParams p;
+  FA_RETURN_IF_ERROR(build_paged_attention_params(*args, &p));
+  FA_RETURN_IF_ERROR(placement_of(backend, p));
+  FA_RETURN_IF_ERROR(check_placement(backend, {}, {{"page_table", p.kv.page_table},
+                                                   {"seq_lens_k", p.seqlens_k}}));
+  run_on_cpu(backend, p, options);
+  return Status::ok();
 }
 
 }  // namespace
@@ -68,23 +94,17 @@ extern "C" {
 
 FA_API fa_status fa_attention_forward(const fa_attention_args* args,
                                       const fa_run_options* options) {
-  return fastattn::validate_and_run(args, options, fastattn::build_attention_params);
+  return fastattn::guarded([&] { return fastattn::attention(args, options, /*run=*/true); });
 }
 
 FA_API fa_status fa_attention_supported(const fa_attention_args* args,
                                         const fa_run_options* options) {
-  return fastattn::guarded([&]() -> Status {
-    if (args == nullptr) return Status::invalid("args: is NULL");
-    AttentionParams p;
-    FA_RETURN_IF_ERROR(fastattn::build_attention_params(*args, &p));
-    Backend backend;
-    return fastattn::select_backend(options, p.dtype, &backend);
-  });
+  return fastattn::guarded([&] { return fastattn::attention(args, options, /*run=*/false); });
 }
 
 FA_API fa_status fa_paged_attention(const fa_paged_attention_args* args,
                                     const fa_run_options* options) {
-  return fastattn::validate_and_run(args, options, fastattn::build_paged_attention_params);
+  return fastattn::guarded([&] { return fastattn::paged_attention(args, options); });
 }
 
 FA_API fa_status fa_merge_states(const fa_merge_args* args, const fa_run_options* options) {
@@ -93,7 +113,18 @@ FA_API fa_status fa_merge_states(const fa_merge_args* args, const fa_run_options
     MergeParams p;
     FA_RETURN_IF_ERROR(fastattn::build_merge_params(*args, &p));
     Backend backend;
-    FA_RETURN_IF_ERROR(fastattn::select_backend(options, p.out_dtype, &backend));
+    FA_RETURN_IF_ERROR(fastattn::select_backend(options, args->out.data, &backend));
+    if (backend == Backend::kCuda) {
+      return Status::unsupported(
+          "fa_merge_states: the CUDA backend has no merge in this version; "
+          "run it on FA_BACKEND_CPU with host memory");
+    }
+    FA_RETURN_IF_ERROR(fastattn::check_placement(backend, {{"out", p.out}, {"lse", p.out_lse}}));
+    for (int i = 0; i < p.num_states; ++i) {
+      const std::string o = "outs[" + std::to_string(i) + "]", l = "lses[" + std::to_string(i) + "]";
+      FA_RETURN_IF_ERROR(
+          fastattn::check_placement(backend, {{o.c_str(), p.o[i]}, {l.c_str(), p.lse[i]}}));
+    }
     p.num_threads = options ? options->num_threads : 0;
     fastattn::cpu::merge_states(p);  // both CPU backends merge in double
     return Status::ok();
@@ -123,8 +154,15 @@ FA_API const char* fa_version_string(void) {
 }
 
 FA_API int fa_backend_available(fa_backend backend) {
-  return backend == FA_BACKEND_AUTO || backend == FA_BACKEND_CPU ||
-         backend == FA_BACKEND_CPU_REFERENCE;
+  switch (backend) {
+    case FA_BACKEND_AUTO:
+    case FA_BACKEND_CPU:
+    case FA_BACKEND_CPU_REFERENCE:
+      return 1;
+    case FA_BACKEND_CUDA:
+      return fastattn::gpu::available() ? 1 : 0;
+  }
+  return 0;
 }
 
 FA_API const char* fa_cpu_target(void) { return fastattn::cpu::simd_target_name(); }

@@ -4,10 +4,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <sstream>
 
+#include "check/device_copy.h"
 #include "check/problem.h"
 #include "common/scalar_convert.h"
 
@@ -25,6 +27,7 @@ class Buffer {
         bytes_(std::max<int64_t>(elements, 1) * size_, 0xff), in_view_(std::max<int64_t>(elements, 1)) {}
 
   void* data() { return bytes_.data(); }
+  size_t bytes() const { return bytes_.size(); }
   int64_t elements() const { return int64_t(in_view_.size()); }
   void set(int64_t i, float x) {
     in_view_[i] = true;
@@ -265,6 +268,49 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
       lse = view(lb, FA_DTYPE_FLOAT32, {nb, hq, c.seqlen_q}, {lse_batch_stride, lse_head_stride, 1});
     }
   }
+  // FA_BACKEND_CUDA: the same buffers, poison included, copied to the GPU;
+  // outputs come back whole so writes outside the views are still caught.
+  const bool on_gpu = options.backend == FA_BACKEND_CUDA;
+  std::vector<std::unique_ptr<DeviceCopy>> gpu_copies;
+  auto gpu_copy = [&](void* host, size_t bytes) -> void* {
+    gpu_copies.push_back(std::make_unique<DeviceCopy>(host, bytes));
+    return gpu_copies.back()->ok() ? gpu_copies.back()->data() : nullptr;
+  };
+  void* q_data = qb.data();
+  void* o_data = ob.data();
+  void* l_data = lb.data();
+  void* k_data = kb.data();
+  void* v_data = vb.data();
+  const int32_t* cu_q_data = cu_q.data();
+  const int32_t* cu_k_data = cu_k.data();
+  DeviceCopy* o_copy = nullptr;
+  DeviceCopy* l_copy = nullptr;
+  if (on_gpu) {
+    q_data = gpu_copy(qb.data(), qb.bytes());
+    k_data = gpu_copy(kb.data(), kb.bytes());
+    v_data = gpu_copy(vb.data(), vb.bytes());
+    o_data = gpu_copy(ob.data(), ob.bytes());
+    o_copy = gpu_copies.back().get();
+    l_data = gpu_copy(lb.data(), lb.bytes());
+    l_copy = gpu_copies.back().get();
+    cu_q_data = static_cast<const int32_t*>(gpu_copy(cu_q.data(), cu_q.size() * sizeof(int32_t)));
+    cu_k_data = static_cast<const int32_t*>(gpu_copy(cu_k.data(), cu_k.size() * sizeof(int32_t)));
+    for (const auto& g : gpu_copies) {
+      if (!g->ok()) {
+        outcome.detail = g->error();
+        return outcome;
+      }
+    }
+    q.data = q_data;
+    out.data = o_data;
+    if (c.with_lse) lse.data = l_data;
+  }
+  int64_t max_lq = 0, max_lk = 0;
+  for (const Sequence& sq : p.seqs) {
+    max_lq = std::max(max_lq, sq.lq);
+    max_lk = std::max(max_lk, sq.lk);
+  }
+
   fa_mask mask{};
   mask.kind = c.mask;
   mask.window_left = c.window_left;
@@ -293,17 +339,27 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
     if (packed) {
       a.k = view(kb, dt, {total_k, hkv, d}, {k_row_stride, k_head_stride, 1});
       a.v = view(vb, dt, {total_k, hkv, d}, {k_row_stride, k_head_stride, 1});
-      a.cu_seqlens_q = cu_q.data();
-      a.cu_seqlens_k = cu_k.data();
+      a.cu_seqlens_q = cu_q_data;
+      a.cu_seqlens_k = cu_k_data;
       a.num_seqs = nb;
+      a.max_seqlen_q = max_lq;
+      a.max_seqlen_k = max_lk;
     } else {
       a.k = view(kb, dt, {nb, c.seqlen_k, hkv, d}, {k_batch_stride, k_row_stride, k_head_stride, 1});
       a.v = view(vb, dt, {nb, c.seqlen_k, hkv, d}, {k_batch_stride, k_row_stride, k_head_stride, 1});
     }
+    a.k.data = k_data;
+    a.v.data = v_data;
     a.mask = mask;
     a.softmax_scale = c.softmax_scale;
     a.softcap = c.softcap;
     st = fa_attention_forward(&a, &options);
+  }
+  if (st == FA_STATUS_OK && on_gpu) {
+    if (!o_copy->copy_back(ob.data()) || !l_copy->copy_back(lb.data())) {
+      outcome.detail = o_copy->ok() ? l_copy->error() : o_copy->error();
+      return outcome;
+    }
   }
   if (st != FA_STATUS_OK) {
     outcome.detail = std::string("call failed: ") + fa_status_string(st) + ": " + fa_last_error();

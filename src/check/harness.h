@@ -60,6 +60,15 @@ std::string describe(const Case& c);
 // large shapes out (for slow backends and CI).
 std::vector<Case> correctness_matrix(bool quick);
 
+// Whether `backend` implements what case `c` needs (CUDA: float16/bfloat16
+// with contiguous K/V; paged KV on the GPU comes with the decode path).
+bool backend_runs(const Case& c, fa_backend backend);
+
+// The matrix `backend` is judged on: the cases of correctness_matrix it runs,
+// plus, for CUDA, multi-tile shapes (the GPU is fast enough for the large
+// ones, so `quick` keeps them all but the largest).
+std::vector<Case> matrix_for(fa_backend backend, bool quick);
+
 // Runs one case on `options` (backend etc.) with inputs drawn from `seed`.
 Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed);
 

@@ -151,4 +151,63 @@ std::vector<Case> correctness_matrix(bool quick) {
   return m;
 }
 
+namespace {
+
+// Shapes that cross many 128 x 64 tiles of the GPU kernels, with ragged
+// edges on both axes, for every feature the CUDA path implements.
+std::vector<Case> gpu_multi_tile_cases(bool quick) {
+  std::vector<Case> m;
+  for (fa_dtype dt : {FA_DTYPE_FLOAT16, FA_DTYPE_BFLOAT16}) {
+    for (int64_t d : {64, 128}) {
+      m.push_back(base("tiles", dt, 1023, 1024, d));
+      m.push_back(with_mask(base("tiles", dt, 1023, 1024, d), FA_MASK_CAUSAL));
+    }
+    m.push_back(with_mask(base("tiles", dt, 900, 2100, 96), FA_MASK_SLIDING_WINDOW, 256, 0));
+    m.push_back(with_mask(base("tiles", dt, 2100, 900, 80), FA_MASK_CAUSAL));  // empty rows
+    Case cap = base("tiles softcap", dt, 500, 700, 128);
+    cap.softcap = 30.0f;
+    m.push_back(with_mask(cap, FA_MASK_CAUSAL));
+    Case wide = base("tiles", dt, 777, 1500, 256);
+    wide.heads_q = 4;
+    wide.heads_kv = 1;
+    m.push_back(wide);
+    Case decode = base("tiles decode", dt, 1, 5000, 128);
+    decode.heads_q = 8;
+    m.push_back(decode);
+    Case var = base("tiles varlen", dt, 700, 900, 128);
+    var.batch = 7;
+    var.varlen = true;
+    m.push_back(with_mask(var, FA_MASK_CAUSAL));
+    Case strided = base("tiles strided", dt, 333, 555, 64);
+    strided.noncontiguous = true;
+    m.push_back(with_mask(strided, FA_MASK_SLIDING_WINDOW, 100, 20));
+  }
+  if (!quick) {
+    Case big = base("large", FA_DTYPE_FLOAT16, 4224, 4224, 128);
+    big.batch = 1;
+    big.heads_q = 4;
+    big.heads_kv = 1;
+    m.push_back(big);
+  }
+  return m;
+}
+
+}  // namespace
+
+bool backend_runs(const Case& c, fa_backend backend) {
+  if (backend != FA_BACKEND_CUDA) return true;
+  return c.dtype != FA_DTYPE_FLOAT32 && c.page_size == 0;
+}
+
+std::vector<Case> matrix_for(fa_backend backend, bool quick) {
+  std::vector<Case> m;
+  for (const Case& c : correctness_matrix(quick && backend != FA_BACKEND_CUDA)) {
+    if (backend_runs(c, backend)) m.push_back(c);
+  }
+  if (backend == FA_BACKEND_CUDA) {
+    for (const Case& c : gpu_multi_tile_cases(quick)) m.push_back(c);
+  }
+  return m;
+}
+
 }  // namespace fastattn::check

@@ -3,20 +3,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <cmath>
 #include <cstdint>
-#include <limits>
-
-#include "cuda/sm80/tile_config.h"
 
 namespace fastattn::cuda {
 namespace {
 
-bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-bool strides8(int64_t a, int64_t b, int64_t c) { return a % 8 == 0 && b % 8 == 0 && c % 8 == 0; }
-
 // The kernel takes window bounds as int, < 0 meaning unbounded; any bound
-// past 2^30 already spans every key of an int-sized sequence.
+// past 2^30 already spans every key of a sequence the choice accepts.
 int window_bound(int64_t w) {
   if (w >= MaskParams::kUnbounded) return -1;
   return static_cast<int>(w < (int64_t{1} << 30) ? w : (int64_t{1} << 30));
@@ -31,23 +24,7 @@ cudaError_t run_dtype(const AttentionParams& a, const FwdParams& p, cudaStream_t
 
 }  // namespace
 
-cudaError_t make_fwd_params(const AttentionParams& a, FwdParams* out) {
-  if (a.kv.page_table != nullptr || a.seqlens_k != nullptr) return cudaErrorNotSupported;
-  if (a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) return cudaErrorNotSupported;
-  if (a.head_dim % 8 != 0 || fwd_padded_head_dim(static_cast<int>(a.head_dim)) == 0)
-    return cudaErrorNotSupported;
-  // Every tile row is moved as 16-byte chunks.
-  if (!aligned16(a.q) || !aligned16(a.kv.k) || !aligned16(a.kv.v) || !aligned16(a.out) ||
-      !strides8(a.q_batch_stride, a.q_row_stride, a.q_head_stride) ||
-      !strides8(a.kv.k_batch_stride, a.kv.k_row_stride, a.kv.k_head_stride) ||
-      !strides8(a.kv.v_batch_stride, a.kv.v_row_stride, a.kv.v_head_stride) ||
-      !strides8(a.out_batch_stride, a.out_row_stride, a.out_head_stride))
-    return cudaErrorNotSupported;
-  constexpr int64_t kIntMax = std::numeric_limits<int>::max() / 2;
-  if (a.batch > 65535 || a.heads_q > 65535 || a.seqlen_q > kIntMax || a.seqlen_k > kIntMax ||
-      a.heads_kv <= 0 || a.heads_q % a.heads_kv != 0)
-    return cudaErrorInvalidValue;
-
+FwdParams make_fwd_params(const AttentionParams& a) {
   FwdParams p;
   p.q = a.q;
   p.k = a.kv.k;
@@ -87,16 +64,14 @@ cudaError_t make_fwd_params(const AttentionParams& a, FwdParams* out) {
   } else {
     p.scale_log2 = a.scale * kLog2e;
   }
-  *out = p;
-  return cudaSuccess;
+  return p;
 }
 
-cudaError_t flash_attention_sm80(const AttentionParams& a, cudaStream_t stream) {
-  FwdParams p;
-  const cudaError_t err = make_fwd_params(a, &p);
-  if (err != cudaSuccess) return err;
+cudaError_t launch_forward(const FwdChoice& choice, const AttentionParams& a,
+                           cudaStream_t stream) {
+  const FwdParams p = make_fwd_params(a);
   if (p.batch == 0 || p.heads_q == 0 || p.seqlen_q == 0) return cudaSuccess;
-  switch (fwd_padded_head_dim(p.head_dim)) {
+  switch (choice.head_dim) {
     case 64: return run_dtype<64>(a, p, stream);
     case 80: return run_dtype<80>(a, p, stream);
     case 96: return run_dtype<96>(a, p, stream);
@@ -104,6 +79,12 @@ cudaError_t flash_attention_sm80(const AttentionParams& a, cudaStream_t stream) 
     case 256: return run_dtype<256>(a, p, stream);
     default: return cudaErrorNotSupported;
   }
+}
+
+cudaError_t flash_attention_sm80(const AttentionParams& a, cudaStream_t stream) {
+  FwdChoice choice;
+  if (!choose_fwd_kernel(80, 0, a, &choice).is_ok()) return cudaErrorNotSupported;
+  return launch_forward(choice, a, stream);
 }
 
 }  // namespace fastattn::cuda

@@ -1,5 +1,6 @@
 // Thin wrappers over the sm80 PTX used by the attention mainloops: async
-// global->shared copies, ldmatrix and the fast base-2 exponential.
+// global->shared copies, ldmatrix and the fast base-2 exponential and
+// reciprocal.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +53,13 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// 1/x on the SFU (max error 1 ulp); rcp(+inf) = +0.
+__device__ __forceinline__ float rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
 

@@ -72,10 +72,30 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const typename T::Elem*
   }
 }
 
-// kSoftcap is a template flag because the precise tanhf costs registers that
-// d = 128 cannot spare (with it inline the plain kernel spilled 56 bytes).
+// cap * tanh(x * inv_scale) with k = 2 log2(e) * inv_scale, as
+// cap - 2 cap / (1 + 2^(k x)): one ex2.approx and one rcp.approx, 5
+// instructions a score against about 17 for tanhf's polynomial, range split
+// and selects. Absolute error of the tanh, summed worst cases: ex2 (relative
+// 2^-22) at most 2^-23, the rounding of k and k x (which 2^(k x) amplifies
+// by |k x| ln 2, damped by tanh' = 1 - tanh^2) under 6e-8, the rounding of
+// 1 + 2^(k x) 1.2e-7, rcp (1 ulp) 2.4e-7, the final FMA 6e-8: under 6e-7 in
+// all, against tanhf's 1-2 ulp; it is not relative near 0, where the
+// subtraction cancels. Limits come out exact: 2^(k x) = +inf gives
+// rcp = 0 and +cap, 2^(k x) = 0 (ftz included) gives -cap; NaN stays NaN.
+__device__ __forceinline__ float softcap(float x, float cap, float k) {
+  return fmaf(-2.f * cap, rcp(1.f + ex2(x * k)), cap);
+}
+
+// kSoftcap is a template flag so that the plain kernel carries none of the
+// softcap's instructions or registers.
 template <class T, bool kSoftcap>
 __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const FwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // cp.async and the m16n8k16 (and bf16) mma.sync need sm80. A build that also
+  // targets older GPUs gets an empty kernel here, which the host never
+  // launches there; should it be launched anyway, it fails loudly.
+  __trap();
+#else
   using Elem = typename T::Elem;
   constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kStages = T::kStages;
   constexpr int kRC = T::kRowChunks, kMT = T::kMTiles;
@@ -166,6 +186,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
 
   const int g = lane >> 2, t = lane & 3;
   const float scale_log2 = p.scale_log2;
+  constexpr float k2Log2e = 2.8853900817779268f;  // 2 log2(e)
+  const float softcap_k = p.softcap_inv_scale * k2Log2e;
   float acc_o[kMT][kDT][4];
   float row_max[kMT][2], row_sum[kMT][2];
 #pragma unroll
@@ -219,8 +241,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int e = 0; e < 4; ++e)
-            s[mi][nt][e] = p.softcap * tanhf(s[mi][nt][e] * p.softcap_inv_scale);
+          for (int e = 0; e < 4; ++e) s[mi][nt][e] = softcap(s[mi][nt][e], p.softcap, softcap_k);
     }
 
     if (nb < full_begin || nb >= full_end) {
@@ -240,49 +261,76 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
         }
     }
 
-    // Online softmax; a row's 4 owning lanes are one quad.
+    // Online softmax; a row's 4 owning lanes are one quad. The maxima of all
+    // of this thread's rows go first, so that their shuffles overlap.
+    float mx[kMT][2], m_scaled[kMT][2], corr[kMT][2];
 #pragma unroll
     for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
-        float mx = row_max[mi][r];
+        mx[mi][r] = row_max[mi][r];
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
-          mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        // A row with no key so far keeps m = -inf; exponents then use 0 as the
-        // offset so that exp2(-inf - -inf) never makes a NaN.
-        const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
-        const float corr = ex2(row_max[mi][r] * scale_log2 - m_scaled);
-        row_max[mi][r] = mx;
-        float sum = row_sum[mi][r] * corr;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) {
-          acc_o[mi][dt][2 * r] *= corr;
-          acc_o[mi][dt][2 * r + 1] *= corr;
-        }
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            const float pv = ex2(fmaf(s[mi][nt][2 * r + c], scale_log2, -m_scaled));
-            s[mi][nt][2 * r + c] = pv;
-            sum += pv;
-          }
-        row_sum[mi][r] = sum;  // per-lane partial; quad-reduced once at the end
+          mx[mi][r] = fmaxf(mx[mi][r], fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
       }
-
-    uint32_t pa[kMT][kPV][4];  // P as A fragments
 #pragma unroll
     for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
-      for (int kk = 0; kk < kPV; ++kk) {
-        pa[mi][kk][0] = pack2<Elem>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
-        pa[mi][kk][1] = pack2<Elem>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
-        pa[mi][kk][2] = pack2<Elem>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
-        pa[mi][kk][3] = pack2<Elem>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+      for (int r = 0; r < 2; ++r)
+        mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 1));
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 2));
+        // A row with no key so far keeps m = -inf; exponents then use 0 as the
+        // offset so that exp2(-inf - -inf) never makes a NaN.
+        m_scaled[mi][r] = mx[mi][r] == -INFINITY ? 0.f : mx[mi][r] * scale_log2;
+        corr[mi][r] = ex2(row_max[mi][r] * scale_log2 - m_scaled[mi][r]);
+        row_max[mi][r] = mx[mi][r];
       }
+
+    // P goes straight into A fragments: scores (row g + 8r, n-tile nt) make
+    // register 2 (nt % 2) + r of k-step nt / 2, so a pair of scores dies as
+    // soon as it is exponentiated. Each row still sums in key order.
+    uint32_t pa[kMT][kPV][4];
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi) {
+      float sum[2] = {row_sum[mi][0] * corr[mi][0], row_sum[mi][1] * corr[mi][1]};
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const float p0 = ex2(fmaf(s[mi][nt][2 * r], scale_log2, -m_scaled[mi][r]));
+          const float p1 = ex2(fmaf(s[mi][nt][2 * r + 1], scale_log2, -m_scaled[mi][r]));
+          sum[r] += p0;
+          sum[r] += p1;
+          pa[mi][nt / 2][2 * (nt % 2) + r] = pack2<Elem>(p0, p1);
+        }
+      // Per-lane partials; quad-reduced once at the end.
+      row_sum[mi][0] = sum[0];
+      row_sum[mi][1] = sum[1];
+    }
+
+    // O is rescaled after P, behind a warp-uniform branch. The branch skips
+    // the kMT * kDT * 4 multiplies (128 at d = 128) when no row maximum of
+    // the warp moved: every corr is then exactly 1 and the product would not
+    // change a bit, which gets common as the running maxima settle on long
+    // rows. It also ends the basic block, which keeps ptxas from hoisting the
+    // V fragment loads and P V MMAs in among the exponentials: so overlapped,
+    // S, P, early V fragments and O overflowed 255 registers at d = 128 (4
+    // bytes spilled, 36 with the softcap).
+    bool rescale = false;
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi) rescale |= corr[mi][0] != 1.f || corr[mi][1] != 1.f;
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc_o[mi][dt][e] *= corr[mi][e / 2];
+    }
 
     cp_async_wait<2 * kStages - 2>();  // V of this tile landed
     __syncthreads();
@@ -358,6 +406,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
                 (q_first + row) * p.lse_row_stride] = lse[mi][r];
       }
   }
+#endif  // __CUDA_ARCH__ >= 800
 }
 
 }  // namespace fastattn::cuda

@@ -1,0 +1,501 @@
+"""Prefill forward throughput of fastattn's CUDA backend beside PyTorch SDPA.
+
+Times, in one process and on the same tensors, our attention forward called
+through the C ABI (ctypes, the tensors' data pointers) and the peers PyTorch
+SDPA flash (FlashAttention-2), cuDNN and memory-efficient backends plus a naive
+matmul-softmax-matmul, on the FlashAttention benchmark grid: hidden 2048
+(H = 2048 / D), B * L = 16384 tokens, D in {64, 128},
+L in {512, ..., 16384}, causal and not, fp16 and bf16 (48 rows).
+
+FLOPs = 4 * B * L * L * H * D, halved when causal. Each implementation is
+timed with CUDA events after a warm-up; the median of the repeats is reported.
+Before timing, each row checks our output (poisoned with NaN first) against
+SDPA flash within a loose sanity bound; any mismatch makes the exit status 1.
+
+Prints a line per row while running, then a table with ratios and a summary;
+--json writes one JSON line per (row, implementation).
+
+    PYTHONUNBUFFERED=1 python3 bench/cuda/prefill_bench.py \
+        --lib build-cuda/libfastattn.so --json prefill.jsonl --commit SHA [--quick]
+
+The ctypes mirror of include/fastattn/fastattn.h is importable without torch
+(torch is imported in main()), so the layout can be checked on any machine.
+"""
+import argparse
+import ctypes
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# ---------------------------------------------------------------------------
+# C ABI mirror (include/fastattn/fastattn.h). C enums are 4-byte ints.
+# ---------------------------------------------------------------------------
+
+FA_STATUS_OK = 0
+FA_DTYPE_FLOAT16 = 1
+FA_DTYPE_BFLOAT16 = 2
+FA_BACKEND_CUDA = 3
+FA_MASK_NONE = 0
+FA_MASK_CAUSAL = 1
+
+c_enum = ctypes.c_int
+
+
+class FaTensor(ctypes.Structure):
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("dtype", c_enum),
+        ("ndim", ctypes.c_int32),
+        ("shape", ctypes.c_int64 * 4),
+        ("strides", ctypes.c_int64 * 4),  # in elements
+    ]
+
+
+class FaMask(ctypes.Structure):
+    _fields_ = [
+        ("kind", c_enum),
+        ("window_left", ctypes.c_int64),
+        ("window_right", ctypes.c_int64),
+        ("reserved", ctypes.c_int64 * 6),
+        ("reserved_ptr", ctypes.c_void_p * 4),
+    ]
+
+
+class FaAttentionArgs(ctypes.Structure):
+    _fields_ = [
+        ("q", FaTensor),
+        ("k", FaTensor),
+        ("v", FaTensor),
+        ("out", FaTensor),
+        ("lse", FaTensor),
+        ("cu_seqlens_q", ctypes.POINTER(ctypes.c_int32)),
+        ("cu_seqlens_k", ctypes.POINTER(ctypes.c_int32)),
+        ("num_seqs", ctypes.c_int64),
+        ("mask", FaMask),
+        ("softmax_scale", ctypes.c_float),
+        ("softcap", ctypes.c_float),
+        ("max_seqlen_q", ctypes.c_int64),
+        ("max_seqlen_k", ctypes.c_int64),
+    ]
+
+
+class FaRunOptions(ctypes.Structure):
+    _fields_ = [
+        ("backend", c_enum),
+        ("num_threads", ctypes.c_int32),
+        ("cuda_stream", ctypes.c_void_p),
+        ("cuda_path", ctypes.c_int32),
+        ("reserved", ctypes.c_int32 * 7),
+    ]
+
+
+# Sizes worked out by hand from the C layout rules on LP64 (pointers and
+# int64 8 bytes, aligned to 8; enums and int32 4 bytes), so that a field added
+# to or reordered in fastattn.h without updating this mirror fails at import
+# instead of passing garbage to the library:
+#   fa_tensor:         data 0..8, dtype 8..12, ndim 12..16, shape 16..48,
+#                      strides 48..80                               -> 80
+#   fa_mask:           kind 0..4, pad 4..8 (int64 next), window_left 8..16,
+#                      window_right 16..24, reserved 24..72,
+#                      reserved_ptr 72..104                         -> 104
+#   fa_attention_args: q,k,v,out,lse 5 x 80 = 0..400, cu_seqlens_q 400..408,
+#                      cu_seqlens_k 408..416, num_seqs 416..424,
+#                      mask 424..528, softmax_scale 528..532, softcap 532..536,
+#                      max_seqlen_q 536..544, max_seqlen_k 544..552 -> 552
+#   fa_run_options:    backend 0..4, num_threads 4..8, cuda_stream 8..16,
+#                      cuda_path 16..20, reserved 20..48             -> 48
+EXPECTED_SIZES = {FaTensor: 80, FaMask: 104, FaAttentionArgs: 552, FaRunOptions: 48}
+
+
+def check_struct_sizes():
+    # Explicit raises rather than `assert`, which python -O would drop.
+    if ctypes.sizeof(ctypes.c_void_p) != 8:
+        raise AssertionError("the fastattn ctypes mirror assumes a 64-bit (LP64) process")
+    for cls, expected in EXPECTED_SIZES.items():
+        got = ctypes.sizeof(cls)
+        if got != expected:
+            raise AssertionError(f"ctypes.sizeof({cls.__name__}) = {got}, C layout says {expected}: "
+                                 "the mirror is out of step with fastattn.h")
+
+
+check_struct_sizes()
+
+
+class FastattnError(RuntimeError):
+    pass
+
+
+def load_library(path):
+    lib = ctypes.CDLL(path)
+    lib.fa_attention_forward.restype = c_enum
+    lib.fa_attention_forward.argtypes = [ctypes.POINTER(FaAttentionArgs), ctypes.POINTER(FaRunOptions)]
+    lib.fa_last_error.restype = ctypes.c_char_p
+    lib.fa_last_error.argtypes = []
+    lib.fa_version_string.restype = ctypes.c_char_p
+    lib.fa_version_string.argtypes = []
+    lib.fa_backend_available.restype = ctypes.c_int
+    lib.fa_backend_available.argtypes = [c_enum]
+    return lib
+
+
+def fa_tensor_of(t, fa_dtype):
+    """An fa_tensor over a torch tensor's storage; torch strides are already in elements."""
+    ft = FaTensor()
+    ft.data = t.data_ptr()
+    ft.dtype = fa_dtype
+    ft.ndim = t.dim()
+    for i in range(t.dim()):
+        ft.shape[i] = t.shape[i]
+        ft.strides[i] = t.stride(i)
+    return ft
+
+
+# ---------------------------------------------------------------------------
+# Benchmark (needs torch and a GPU)
+# ---------------------------------------------------------------------------
+
+IMPLS = ("ours", "flash", "cudnn", "mem_eff", "naive")
+TOL = {"fp16": 0.02, "bf16": 0.05}  # loose sanity bound; the tests do the strict check
+
+
+def flop_formula(causal):
+    return "4*B*L*L*H*D/2" if causal else "4*B*L*L*H*D"
+
+
+def flops(B, L, H, D, causal):
+    return 4.0 * B * L * L * H * D / (2 if causal else 1)
+
+
+def grid(quick):
+    if quick:
+        return [("fp16", 128, L, causal) for causal in (False, True) for L in (1024, 8192)]
+    return [(dtype, D, L, causal)
+            for dtype in ("fp16", "bf16") for D in (64, 128) for causal in (False, True)
+            for L in (512, 1024, 2048, 4096, 8192, 16384)]
+
+
+def driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        lines = out.stdout.strip().splitlines()
+        return lines[0].strip() if out.returncode == 0 and lines else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def git_commit(given):
+    if given:
+        return given
+    # The device copy of the tree has no .git, hence --commit and this fallback.
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cudnn_version_string(torch):
+    v = torch.backends.cudnn.version()
+    if v is None:
+        return "none"
+    # cuDNN 9 encodes major*10000 + minor*100 + patch (91900 = 9.19.0).
+    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 90000 else str(v)
+
+
+def median_ms(torch, fn, warmup, repeats):
+    """Median of event-timed calls on the current stream.
+
+    All repeats are queued before one synchronize, so the GPU stays ahead of
+    the host and the host-side cost of a call (ctypes, Python) hides behind
+    the previous kernel instead of landing between an event pair.
+    """
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
+
+
+class Ours:
+    """One fa_attention_forward call over fixed tensors; the structs are built once per row."""
+
+    def __init__(self, lib, torch, q, k, v, out, causal, scale):
+        fa_dtype = FA_DTYPE_FLOAT16 if q.dtype == torch.float16 else FA_DTYPE_BFLOAT16
+        self.lib = lib
+        self.keep = (q, k, v, out)  # the structs hold raw pointers into these
+        self.args = FaAttentionArgs()
+        self.args.q = fa_tensor_of(q, fa_dtype)
+        self.args.k = fa_tensor_of(k, fa_dtype)
+        self.args.v = fa_tensor_of(v, fa_dtype)
+        self.args.out = fa_tensor_of(out, fa_dtype)
+        # lse stays zeroed: data NULL skips it, as SDPA's forward computes none here.
+        self.args.mask.kind = FA_MASK_CAUSAL if causal else FA_MASK_NONE
+        self.args.softmax_scale = scale
+        self.options = FaRunOptions()
+        self.options.backend = FA_BACKEND_CUDA
+        # Same stream as the events and the peers, so the timing brackets our kernel.
+        self.options.cuda_stream = torch.cuda.current_stream().cuda_stream or None
+
+    def __call__(self):
+        status = self.lib.fa_attention_forward(ctypes.byref(self.args), ctypes.byref(self.options))
+        if status != FA_STATUS_OK:
+            raise FastattnError(f"fa_attention_forward status {status}: "
+                                f"{self.lib.fa_last_error().decode(errors='replace')}")
+
+
+def sdpa_peer(torch, backend, qt, kt, vt, causal, scale):
+    F = torch.nn.functional
+    from torch.nn.attention import sdpa_kernel
+
+    def run():
+        with sdpa_kernel(backend):
+            return F.scaled_dot_product_attention(qt, kt, vt, is_causal=causal, scale=scale)
+    return run
+
+
+def naive_peer(torch, qt, kt, vt, causal, scale, L):
+    # Built once per row so the timed region holds only the attention itself.
+    mask = torch.ones(L, L, dtype=torch.bool, device="cuda").triu_(1) if causal else None
+
+    def run():
+        s = torch.matmul(qt, kt.transpose(-2, -1)) * scale
+        if mask is not None:
+            s = s.masked_fill(mask, float("-inf"))
+        p = torch.softmax(s, dim=-1)
+        del s
+        return torch.matmul(p, vt)
+    return run
+
+
+def first_line(exc):
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:160]
+
+
+def check_row(torch, ours, out, peers, dtype_name):
+    """Runs ours once over a NaN-poisoned output and compares it with flash (or cuDNN)."""
+    out.fill_(float("nan"))  # every element must be written by ours
+    ours()
+    torch.cuda.synchronize()
+    if torch.isnan(out).any().item():
+        return None, None, "MISMATCH (NaN left in output)"
+    for name in ("flash", "cudnn"):
+        try:
+            ref = peers[name]().transpose(1, 2)  # back to (B, L, H, D)
+            torch.cuda.synchronize()
+        except Exception:  # backend not available for this shape: try the next one
+            continue
+        diff = (out.float() - ref.float()).abs().max().item()
+        ok = diff <= TOL[dtype_name]
+        return diff, name, "ok" if ok else f"MISMATCH (max diff {diff:.3g} > {TOL[dtype_name]})"
+    return None, None, "MISMATCH (no flash or cuDNN reference ran)"
+
+
+def time_peer(torch, fn, warmup, repeats):
+    """(ms, status): status 'ok', 'OOM' or 'n/a: reason'."""
+    oom = False
+    try:
+        return median_ms(torch, fn, warmup, repeats), "ok"
+    except torch.cuda.OutOfMemoryError:
+        oom = True
+    except Exception as exc:  # e.g. no SDPA kernel for this shape
+        status = "n/a: " + first_line(exc)
+    # Outside the except block, so the traceback no longer pins the tensors.
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    return None, "OOM" if oom else status
+
+
+def run_row(torch, lib, row, opts):
+    from torch.nn.attention import SDPBackend
+
+    dtype_name, D, L, causal = row
+    dtype = torch.float16 if dtype_name == "fp16" else torch.bfloat16
+    H, B = 2048 // D, 16384 // L
+    scale = 1.0 / math.sqrt(D)
+    # Each input is B*L*H*D*2 bytes = 64 MiB, over the H100's 50 MB L2, so a
+    # call streams from HBM as in a real prefill and no input rotation is needed.
+    q, k, v = (torch.randn(B, L, H, D, device="cuda", dtype=dtype) for _ in range(3))
+    out = torch.empty_like(q)
+    # (B, H, L, D) views of the same storage: FlashAttention's own layout.
+    qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
+
+    ours = Ours(lib, torch, q, k, v, out, causal, scale)
+    peers = {
+        "flash": sdpa_peer(torch, SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal, scale),
+        "cudnn": sdpa_peer(torch, SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal, scale),
+        "mem_eff": sdpa_peer(torch, SDPBackend.EFFICIENT_ATTENTION, qt, kt, vt, causal, scale),
+    }
+    result = {"row": row, "B": B, "H": H, "ms": {}, "status": {}, "maxdiff": None, "check": "skipped"}
+
+    try:
+        if opts.check:
+            result["maxdiff"], result["check_ref"], result["check"] = check_row(torch, ours, out, peers, dtype_name)
+        result["ms"]["ours"] = median_ms(torch, ours, opts.warmup, opts.repeats)
+        result["status"]["ours"] = "ok"
+    except FastattnError as exc:
+        result["ms"]["ours"], result["status"]["ours"] = None, "error: " + str(exc)
+        result["check"] = "MISMATCH (our call failed)" if opts.check else result["check"]
+
+    for name, fn in peers.items():
+        result["ms"][name], result["status"][name] = time_peer(torch, fn, opts.warmup, opts.repeats)
+
+    # The naive peer's L x L scores make it the slow one (~65 ms a call at
+    # L=16384 causal): fewer calls keep the full grid within a few minutes.
+    naive = naive_peer(torch, qt, kt, vt, causal, scale, L)
+    result["ms"]["naive"], result["status"]["naive"] = time_peer(
+        torch, naive, min(opts.warmup, 2), min(opts.repeats, 5))
+
+    del ours, peers, naive, q, k, v, out, qt, kt, vt
+    torch.cuda.empty_cache()  # room for the next row's naive scores
+    result["tflops"] = {name: (flops(B, L, H, D, causal) / (ms * 1e-3) / 1e12 if ms else None)
+                        for name, ms in result["ms"].items()}
+    return result
+
+
+def fmt_tf(x, status):
+    if x is not None:
+        return f"{x:.1f}"
+    return "OOM" if status == "OOM" else ("err" if status.startswith("error") else "n/a")
+
+
+def ratio(a, b):
+    return a / b if a is not None and b is not None else None
+
+
+def fmt_ratio(r):
+    return f"{r:.2f}x" if r is not None else "-"
+
+
+def print_row_line(res):
+    dtype_name, D, L, causal = res["row"]
+    parts = [f"{dtype_name} D={D} L={L} causal={int(causal)} B={res['B']} H={res['H']}"]
+    for name in IMPLS:
+        ms, tf, st = res["ms"][name], res["tflops"][name], res["status"][name]
+        parts.append(f"{name} {ms:.3f} ms {tf:.1f} TF/s" if ms is not None else f"{name} {st}")
+    diff = f" maxdiff {res['maxdiff']:.3g}" if res["maxdiff"] is not None else ""
+    parts.append(f"check {res['check']}{diff}")
+    print(" | ".join(parts), flush=True)
+
+
+def write_json(fh, res, env):
+    dtype_name, D, L, causal = res["row"]
+    for name in IMPLS:
+        rec = {**env, "impl": name, "dtype": dtype_name, "d": D, "L": L, "B": res["B"], "H": res["H"],
+               "causal": causal, "ms": res["ms"][name], "tflops": res["tflops"][name],
+               "flop_formula": flop_formula(causal), "status": res["status"][name]}
+        if name == "ours":
+            rec["maxdiff"], rec["check"] = res["maxdiff"], res["check"]
+        fh.write(json.dumps(rec) + "\n")
+    fh.flush()
+
+
+def print_table(results):
+    head = (f"{'dtype':5} {'D':>4} {'L':>6} {'causal':>6} {'ours':>7} {'flash':>7} {'cudnn':>7} "
+            f"{'mem-eff':>7} {'naive':>7} {'/flash':>7} {'/cudnn':>7} {'/naive':>7} {'maxdiff':>9}")
+    print("\nTF/s (" + "4*B*L*L*H*D, halved when causal" + "); ratios are ours / peer", flush=True)
+    print(head)
+    print("-" * len(head))
+    for res in results:
+        dtype_name, D, L, causal = res["row"]
+        tf, st = res["tflops"], res["status"]
+        cells = [fmt_tf(tf[n], st[n]) for n in IMPLS]
+        ratios = [fmt_ratio(ratio(tf["ours"], tf[n])) for n in ("flash", "cudnn", "naive")]
+        diff = f"{res['maxdiff']:.2e}" if res["maxdiff"] is not None else "-"
+        if res["check"].startswith("MISMATCH"):
+            diff += " MISMATCH"
+        print(f"{dtype_name:5} {D:4d} {L:6d} {int(causal):6d} " + " ".join(f"{c:>7}" for c in cells)
+              + " " + " ".join(f"{r:>7}" for r in ratios) + f" {diff:>9}", flush=True)
+
+
+def print_summary(results):
+    vs_flash = [ratio(r["tflops"]["ours"], r["tflops"]["flash"]) for r in results]
+    vs_naive = [ratio(r["tflops"]["ours"], r["tflops"]["naive"]) for r in results]
+    known_flash = [x for x in vs_flash if x is not None]
+    known_naive = [x for x in vs_naive if x is not None]
+    print("\nsummary:", flush=True)
+    print(f"  min ours/flash over {len(known_flash)} of {len(results)} rows: "
+          + (f"{min(known_flash):.2f}x" if known_flash else "-"))
+    print(f"  min ours/naive over {len(known_naive)} rows where naive ran: "
+          + (f"{min(known_naive):.2f}x" if known_naive else "-"))
+    # A row where either side did not run counts as not shown, hence not >= 1.0x.
+    all_ge = len(known_flash) == len(results) and all(x >= 1.0 for x in known_flash)
+    print(f"  every row >= 1.0x flash: {'yes' if all_ge else 'no'}", flush=True)
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lib", default=os.path.join(REPO_ROOT, "build-cuda", "libfastattn.so"),
+                    help="the fastattn shared library (default: build-cuda/libfastattn.so in the repository)")
+    ap.add_argument("--json", help="write one JSON line per (row, implementation) here")
+    ap.add_argument("--commit", help="commit of the measured tree (default: git rev-parse HEAD, else 'unknown')")
+    ap.add_argument("--repeats", type=int, default=20, help="timed calls per implementation (median reported)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
+    ap.add_argument("--quick", action="store_true", help="only fp16, D=128, L in {1024, 8192}, causal and not")
+    ap.add_argument("--check", dest="check", action="store_true", default=True,
+                    help="compare ours with SDPA flash per row before timing (default)")
+    ap.add_argument("--no-check", dest="check", action="store_false", help="skip the comparison")
+    opts = ap.parse_args(argv)
+    if opts.repeats < 1 or opts.warmup < 0:
+        ap.error("--repeats must be >= 1 and --warmup >= 0")
+    return opts
+
+
+def main(argv=None):
+    opts = parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible to torch")
+    if not os.path.exists(opts.lib):
+        raise SystemExit(f"library not found: {opts.lib} (build it or pass --lib)")
+    lib = load_library(opts.lib)
+    if lib.fa_backend_available(FA_BACKEND_CUDA) != 1:
+        raise SystemExit(f"fa_backend_available(FA_BACKEND_CUDA) != 1 for {opts.lib}: "
+                         "the library was built without the CUDA backend or sees no GPU")
+
+    env = {"device": torch.cuda.get_device_name(), "driver": driver_version(), "cuda": torch.version.cuda,
+           "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(opts.commit)}
+    print(f"device {env['device']} | driver {env['driver']} | torch {env['torch']} | CUDA {env['cuda']} | "
+          f"cuDNN {env['cudnn']} | commit {env['commit']} | fastattn {lib.fa_version_string().decode()}",
+          flush=True)
+    print(f"FLOPs = 4*B*L*L*H*D, halved when causal; hidden 2048 (H = 2048/D), B*L = 16384; "
+          f"median of {opts.repeats} event-timed calls after {opts.warmup} warm-ups "
+          f"(naive: {min(opts.repeats, 5)} after {min(opts.warmup, 2)}); check {'on' if opts.check else 'off'}",
+          flush=True)
+
+    fh = open(opts.json, "w") if opts.json else None
+    results = []
+    for row in grid(opts.quick):
+        res = run_row(torch, lib, row, opts)
+        results.append(res)
+        print_row_line(res)
+        if fh:
+            write_json(fh, res, env)
+    if fh:
+        fh.close()
+
+    print_table(results)
+    print_summary(results)
+    failed = [r for r in results if r["check"].startswith("MISMATCH") or r["status"]["ours"] != "ok"]
+    if failed:
+        print(f"\nFAILED: {len(failed)} row(s) with MISMATCH or an error from our call", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+// What the API layer asks of the CUDA backend. Implemented in src/cuda/host/
+// when the library is built with CUDA, and by gpu_bridge_stub.cpp otherwise,
+// so the API layer has no #ifdef.
+#pragma once
+
+#include "api/params.h"
+#include "api/status.h"
+#include "fastattn/fastattn.h"
+
+namespace fastattn::gpu {
+
+// Where a pointer's memory lives, as far as a backend can read it.
+enum class MemoryKind {
+  kPageableHost,  // plain host memory (or any pointer when no GPU is usable)
+  kPinnedHost,    // page-locked host memory: both sides can read it
+  kDevice,        // one GPU's memory
+  kManaged,       // unified memory: both sides can read it
+};
+
+struct Location {
+  MemoryKind kind = MemoryKind::kPageableHost;
+  int device = -1;  // kDevice / kManaged: the owning GPU
+};
+
+// True when CUDA is built in and at least one GPU can be used.
+bool available();
+
+// The location of `ptr`; kPageableHost when no GPU is usable.
+Location locate(const void* ptr);
+
+// Whether the CUDA forward path would run `p` with `options` (the same
+// kernel-choice function the run uses). Reads nothing on the GPU.
+Status check_forward(const AttentionParams& p, const fa_run_options* options);
+
+// Runs `p` on options->cuda_stream: no allocation, no host synchronisation.
+Status run_forward(const AttentionParams& p, const fa_run_options* options);
+
+}  // namespace fastattn::gpu

@@ -1,0 +1,17 @@
+// The CUDA backend's interface in a library built without CUDA: no GPU is
+// ever available, so select_backend never routes a call here.
+#include "api/gpu_bridge.h"
+
+namespace fastattn::gpu {
+namespace {
+Status not_built() {
+  return {FA_STATUS_NO_DEVICE, "options.backend: this library was built without CUDA"};
+}
+}  // namespace
+
+bool available() { return false; }
+Location locate(const void*) { return {}; }
+Status check_forward(const AttentionParams&, const fa_run_options*) { return not_built(); }
+Status run_forward(const AttentionParams&, const fa_run_options*) { return not_built(); }
+
+}  // namespace fastattn::gpu

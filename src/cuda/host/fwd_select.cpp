@@ -1,0 +1,84 @@
+#include "cuda/host/fwd_select.h"
+
+#include <cstdint>
+#include <sstream>
+
+#include "cuda/sm80/tile_config.h"
+#include "fastattn/fastattn.h"
+
+namespace fastattn::cuda {
+namespace {
+
+// Kernels move whole 16-byte chunks (8 elements) of every row.
+Status check_chunked(const char* name, const void* data,
+                     std::initializer_list<int64_t> strides) {
+  bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0;
+  for (int64_t s : strides) ok = ok && s % 8 == 0;
+  if (ok) return Status::ok();
+  std::ostringstream m;
+  m << name << ": the CUDA backend needs a 16-byte aligned data pointer and batch, row and head "
+    << "strides that are multiples of 8 elements (got strides";
+  for (int64_t s : strides) m << " " << s;
+  m << ")";
+  return Status::unsupported(m.str());
+}
+
+}  // namespace
+
+Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
+                         FwdChoice* out) {
+  if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) {
+    return Status::unsupported(
+        "q: dtype float32 is not supported by the CUDA backend; allowed: float16, bfloat16 "
+        "(float32 runs on FA_BACKEND_CPU)");
+  }
+  if (capability < 80) {
+    std::ostringstream m;
+    m << "device: compute capability " << capability / 10 << "." << capability % 10
+      << " has no CUDA attention path in this version; allowed: 8.0 and newer";
+    return Status::unsupported(m.str());
+  }
+  if (requested_path != FA_CUDA_PATH_AUTO && requested_path != FA_CUDA_PATH_SM80) {
+    std::ostringstream m;
+    m << "options.cuda_path: " << requested_path
+      << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM80 (80)";
+    return Status::invalid(m.str());
+  }
+  if (p.kv.page_table != nullptr || p.seqlens_k != nullptr) {
+    return Status::unsupported("k/v: the CUDA forward path takes contiguous K/V, not a paged cache");
+  }
+  const int head_dim = fwd_padded_head_dim(static_cast<int>(p.head_dim));
+  if (p.head_dim % 8 != 0 || head_dim == 0) {
+    std::ostringstream m;
+    m << "q: head dim " << p.head_dim << " is not supported on CUDA; allowed: multiples of 8 up "
+      << "to 256";
+    return Status::unsupported(m.str());
+  }
+  // Grid limits: heads on y, sequences on z.
+  if (p.heads_q > 65535 || p.batch > 65535) {
+    std::ostringstream m;
+    m << "q: " << p.heads_q << " heads and " << p.batch << " sequences; the CUDA backend allows "
+      << "at most 65535 of each";
+    return Status::unsupported(m.str());
+  }
+  // Kernels index rows with int and add a tile to the last one.
+  constexpr int64_t kMaxLen = int64_t{1} << 30;
+  if (p.seqlen_q > kMaxLen || p.seqlen_k > kMaxLen) {
+    std::ostringstream m;
+    m << "q/k: sequence lengths " << p.seqlen_q << " and " << p.seqlen_k
+      << "; the CUDA backend allows at most " << kMaxLen;
+    return Status::unsupported(m.str());
+  }
+  FA_RETURN_IF_ERROR(check_chunked("q", p.q, {p.q_batch_stride, p.q_row_stride, p.q_head_stride}));
+  FA_RETURN_IF_ERROR(check_chunked(
+      "k", p.kv.k, {p.kv.k_batch_stride, p.kv.k_row_stride, p.kv.k_head_stride}));
+  FA_RETURN_IF_ERROR(check_chunked(
+      "v", p.kv.v, {p.kv.v_batch_stride, p.kv.v_row_stride, p.kv.v_head_stride}));
+  FA_RETURN_IF_ERROR(
+      check_chunked("out", p.out, {p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
+  out->path = FwdPath::kSm80;
+  out->head_dim = head_dim;
+  return Status::ok();
+}
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,25 @@
+// Kernel choice for the CUDA forward path: one pure function of the device's
+// compute capability, the requested path and the problem. The run and
+// fa_attention_supported() both call it, so they cannot disagree; it touches
+// no GPU, so it is unit-tested on machines without one.
+#pragma once
+
+#include "api/params.h"
+#include "api/status.h"
+
+namespace fastattn::cuda {
+
+enum class FwdPath { kSm80 };
+
+struct FwdChoice {
+  FwdPath path = FwdPath::kSm80;
+  int head_dim = 0;  // the instantiated head dim (the problem's, rounded up)
+};
+
+// `capability` is major * 10 + minor (90 for an H100); `requested_path` an
+// fa_cuda_path value. On failure the status names the argument and what is
+// allowed, and `out` is untouched.
+Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
+                         FwdChoice* out);
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,83 @@
+// The CUDA kernel choice is a pure function; these run without a GPU.
+#include "cuda/host/fwd_select.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace fastattn::cuda {
+namespace {
+
+alignas(16) unsigned char buffer[64];
+
+AttentionParams problem(int64_t head_dim) {
+  AttentionParams p;
+  p.dtype = DType::kFloat16;
+  p.batch = 2;
+  p.seqlen_q = p.seqlen_k = 100;
+  p.heads_q = 8;
+  p.heads_kv = 2;
+  p.head_dim = head_dim;
+  p.q = p.kv.k = p.kv.v = p.out = buffer;
+  p.q_row_stride = p.out_row_stride = 8 * head_dim;
+  p.kv.k_row_stride = p.kv.v_row_stride = 2 * head_dim;
+  p.q_head_stride = p.out_head_stride = p.kv.k_head_stride = p.kv.v_head_stride = head_dim;
+  p.q_batch_stride = p.out_batch_stride = 100 * 8 * head_dim;
+  p.kv.k_batch_stride = p.kv.v_batch_stride = 100 * 2 * head_dim;
+  return p;
+}
+
+std::string refusal(int capability, int path, const AttentionParams& p) {
+  FwdChoice c;
+  const Status s = choose_fwd_kernel(capability, path, p, &c);
+  return s.is_ok() ? "" : s.message();
+}
+
+TEST(FwdSelect, PadsHeadDimsToTheInstantiatedOnes) {
+  const std::pair<int, int> expect[] = {{8, 64},   {64, 64},   {72, 80},   {80, 80},
+                                        {96, 96},  {104, 128}, {128, 128}, {136, 256},
+                                        {256, 256}};
+  for (auto [d, instantiated] : expect) {
+    FwdChoice c;
+    ASSERT_TRUE(choose_fwd_kernel(90, 0, problem(d), &c).is_ok()) << d;
+    EXPECT_EQ(c.head_dim, instantiated) << d;
+    EXPECT_EQ(c.path, FwdPath::kSm80);
+  }
+}
+
+TEST(FwdSelect, SameChoiceOnEveryAmpereClassDevice) {
+  for (int cap : {80, 86, 87, 89, 90, 100, 120}) EXPECT_EQ(refusal(cap, 0, problem(128)), "") << cap;
+  EXPECT_EQ(refusal(90, 80, problem(128)), "");
+}
+
+TEST(FwdSelect, RefusesOlderDevicesFloat32AndUnknownPaths) {
+  EXPECT_NE(refusal(75, 0, problem(64)).find("compute capability 7.5"), std::string::npos);
+  EXPECT_NE(refusal(70, 80, problem(64)).find("compute capability 7.0"), std::string::npos);
+  AttentionParams f32 = problem(64);
+  f32.dtype = DType::kFloat32;
+  EXPECT_NE(refusal(90, 0, f32).find("q: dtype float32"), std::string::npos);
+  EXPECT_NE(refusal(90, 75, problem(64)).find("options.cuda_path: 75"), std::string::npos);
+}
+
+TEST(FwdSelect, RefusesUnchunkedLayoutsNamingTheTensor) {
+  AttentionParams p = problem(64);
+  p.kv.v_row_stride = 2 * 64 + 4;
+  EXPECT_NE(refusal(90, 0, p).find("v: the CUDA backend needs"), std::string::npos);
+  p = problem(64);
+  p.out = buffer + 8;
+  EXPECT_NE(refusal(90, 0, p).find("out: the CUDA backend needs"), std::string::npos);
+}
+
+TEST(FwdSelect, RefusesPagedCachesAndOversizedGrids) {
+  AttentionParams p = problem(64);
+  const int32_t table[1] = {0};
+  p.kv.page_table = table;
+  EXPECT_NE(refusal(90, 0, p).find("paged"), std::string::npos);
+  p = problem(64);
+  p.heads_q = 70000;
+  p.heads_kv = 70000;
+  EXPECT_NE(refusal(90, 0, p).find("65535"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace fastattn::cuda
