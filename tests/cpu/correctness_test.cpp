@@ -3,6 +3,7 @@
 // (the harness refuses a reference that disagrees with it).
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 
 #include "check/harness.h"
@@ -14,6 +15,9 @@ struct MatrixParam {
   Case c;
   size_t index;
 };
+
+// gtest prints parameters in test listings; the description, not the bytes.
+void PrintTo(const MatrixParam& p, std::ostream* os) { *os << describe(p.c); }
 
 std::vector<MatrixParam> params() {
   std::vector<MatrixParam> out;

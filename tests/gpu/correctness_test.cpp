@@ -3,6 +3,7 @@
 // writes outside the views caught. Skipped where no GPU is present.
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 
 #include "check/device_copy.h"
@@ -15,6 +16,9 @@ struct MatrixParam {
   Case c;
   size_t index;
 };
+
+// gtest prints parameters in test listings; the description, not the bytes.
+void PrintTo(const MatrixParam& p, std::ostream* os) { *os << describe(p.c); }
 
 std::vector<MatrixParam> params() {
   std::vector<MatrixParam> out;

@@ -18,7 +18,8 @@
 
 namespace fastattn::cuda {
 
-template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kStages_>
+template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kStages_,
+          bool kRescaleAfterP_>
 struct FwdTraits {
   using Elem = Elem_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -26,6 +27,7 @@ struct FwdTraits {
   static constexpr int kBlockN = kBlockN_;
   static constexpr int kWarps = kWarps_;
   static constexpr int kStages = kStages_;
+  static constexpr bool kRescaleAfterP = kRescaleAfterP_;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kWarpRows = kBlockM / kWarps;
   static constexpr int kMTiles = kWarpRows / 16;  // 16-row MMA tiles per warp
@@ -43,7 +45,8 @@ struct FwdTraits {
 template <typename Elem, int kHeadDim>
 struct DefaultFwd {
   static constexpr FwdTileConfig c = fwd_tile_config(kHeadDim);
-  using type = FwdTraits<Elem, kHeadDim, c.block_m, c.block_n, c.warps, c.stages>;
+  using type =
+      FwdTraits<Elem, kHeadDim, c.block_m, c.block_n, c.warps, c.stages, c.rescale_after_p>;
 };
 template <typename Elem, int kHeadDim>
 using DefaultFwdTraits = typename DefaultFwd<Elem, kHeadDim>::type;
@@ -261,75 +264,123 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
         }
     }
 
-    // Online softmax; a row's 4 owning lanes are one quad. The maxima of all
-    // of this thread's rows go first, so that their shuffles overlap.
-    float mx[kMT][2], m_scaled[kMT][2], corr[kMT][2];
-#pragma unroll
-    for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[mi][r] = row_max[mi][r];
-#pragma unroll
-        for (int nt = 0; nt < kNT; ++nt)
-          mx[mi][r] = fmaxf(mx[mi][r], fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
-      }
-#pragma unroll
-    for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-      for (int r = 0; r < 2; ++r)
-        mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 1));
-#pragma unroll
-    for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 2));
-        // A row with no key so far keeps m = -inf; exponents then use 0 as the
-        // offset so that exp2(-inf - -inf) never makes a NaN.
-        m_scaled[mi][r] = mx[mi][r] == -INFINITY ? 0.f : mx[mi][r] * scale_log2;
-        corr[mi][r] = ex2(row_max[mi][r] * scale_log2 - m_scaled[mi][r]);
-        row_max[mi][r] = mx[mi][r];
-      }
-
-    // P goes straight into A fragments: scores (row g + 8r, n-tile nt) make
-    // register 2 (nt % 2) + r of k-step nt / 2, so a pair of scores dies as
-    // soon as it is exponentiated. Each row still sums in key order.
-    uint32_t pa[kMT][kPV][4];
-#pragma unroll
-    for (int mi = 0; mi < kMT; ++mi) {
-      float sum[2] = {row_sum[mi][0] * corr[mi][0], row_sum[mi][1] * corr[mi][1]};
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-          const float p0 = ex2(fmaf(s[mi][nt][2 * r], scale_log2, -m_scaled[mi][r]));
-          const float p1 = ex2(fmaf(s[mi][nt][2 * r + 1], scale_log2, -m_scaled[mi][r]));
-          sum[r] += p0;
-          sum[r] += p1;
-          pa[mi][nt / 2][2 * (nt % 2) + r] = pack2<Elem>(p0, p1);
-        }
-      // Per-lane partials; quad-reduced once at the end.
-      row_sum[mi][0] = sum[0];
-      row_sum[mi][1] = sum[1];
-    }
-
-    // O is rescaled after P, behind a warp-uniform branch. The branch skips
-    // the kMT * kDT * 4 multiplies (128 at d = 128) when no row maximum of
-    // the warp moved: every corr is then exactly 1 and the product would not
-    // change a bit, which gets common as the running maxima settle on long
-    // rows. It also ends the basic block, which keeps ptxas from hoisting the
-    // V fragment loads and P V MMAs in among the exponentials: so overlapped,
-    // S, P, early V fragments and O overflowed 255 registers at d = 128 (4
-    // bytes spilled, 36 with the softcap).
-    bool rescale = false;
-#pragma unroll
-    for (int mi = 0; mi < kMT; ++mi) rescale |= corr[mi][0] != 1.f || corr[mi][1] != 1.f;
-    if (__any_sync(0xffffffffu, rescale)) {
+    // Two orders of the online softmax, chosen per head dim by the tile
+    // table (rescale_after_p): see FwdTileConfig.
+    uint32_t pa[kMT][kPV][4];  // P as A fragments
+    if constexpr (!T::kRescaleAfterP) {
+      // Online softmax; a row's 4 owning lanes are one quad. Each row's O is
+      // rescaled as soon as its correction is known, so ptxas can overlap
+      // the exponentials with the tail of the previous P V.
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
+        for (int r = 0; r < 2; ++r) {
+          float mx = row_max[mi][r];
 #pragma unroll
-          for (int e = 0; e < 4; ++e) acc_o[mi][dt][e] *= corr[mi][e / 2];
+          for (int nt = 0; nt < kNT; ++nt)
+            mx = fmaxf(mx, fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          // A row with no key so far keeps m = -inf; exponents then use 0 as
+          // the offset so that exp2(-inf - -inf) never makes a NaN.
+          const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
+          const float corr = ex2(row_max[mi][r] * scale_log2 - m_scaled);
+          row_max[mi][r] = mx;
+          float sum = row_sum[mi][r] * corr;
+#pragma unroll
+          for (int dt = 0; dt < kDT; ++dt) {
+            acc_o[mi][dt][2 * r] *= corr;
+            acc_o[mi][dt][2 * r + 1] *= corr;
+          }
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              const float pv = ex2(fmaf(s[mi][nt][2 * r + c], scale_log2, -m_scaled));
+              s[mi][nt][2 * r + c] = pv;
+              sum += pv;
+            }
+          row_sum[mi][r] = sum;  // per-lane partial; quad-reduced once at the end
+        }
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int kk = 0; kk < kPV; ++kk) {
+          pa[mi][kk][0] = pack2<Elem>(s[mi][2 * kk][0], s[mi][2 * kk][1]);
+          pa[mi][kk][1] = pack2<Elem>(s[mi][2 * kk][2], s[mi][2 * kk][3]);
+          pa[mi][kk][2] = pack2<Elem>(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1]);
+          pa[mi][kk][3] = pack2<Elem>(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3]);
+        }
+    } else {
+      // Online softmax; a row's 4 owning lanes are one quad. The maxima of all
+      // of this thread's rows go first, so that their shuffles overlap.
+      float mx[kMT][2], m_scaled[kMT][2], corr[kMT][2];
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          mx[mi][r] = row_max[mi][r];
+#pragma unroll
+          for (int nt = 0; nt < kNT; ++nt)
+            mx[mi][r] = fmaxf(mx[mi][r], fmaxf(s[mi][nt][2 * r], s[mi][nt][2 * r + 1]));
+        }
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 1));
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          mx[mi][r] = fmaxf(mx[mi][r], __shfl_xor_sync(0xffffffffu, mx[mi][r], 2));
+          // A row with no key so far keeps m = -inf; exponents then use 0 as the
+          // offset so that exp2(-inf - -inf) never makes a NaN.
+          m_scaled[mi][r] = mx[mi][r] == -INFINITY ? 0.f : mx[mi][r] * scale_log2;
+          corr[mi][r] = ex2(row_max[mi][r] * scale_log2 - m_scaled[mi][r]);
+          row_max[mi][r] = mx[mi][r];
+        }
+
+      // P goes straight into A fragments: scores (row g + 8r, n-tile nt) make
+      // register 2 (nt % 2) + r of k-step nt / 2, so a pair of scores dies as
+      // soon as it is exponentiated. Each row still sums in key order.
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi) {
+        float sum[2] = {row_sum[mi][0] * corr[mi][0], row_sum[mi][1] * corr[mi][1]};
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 2; ++r) {
+            const float p0 = ex2(fmaf(s[mi][nt][2 * r], scale_log2, -m_scaled[mi][r]));
+            const float p1 = ex2(fmaf(s[mi][nt][2 * r + 1], scale_log2, -m_scaled[mi][r]));
+            sum[r] += p0;
+            sum[r] += p1;
+            pa[mi][nt / 2][2 * (nt % 2) + r] = pack2<Elem>(p0, p1);
+          }
+        // Per-lane partials; quad-reduced once at the end.
+        row_sum[mi][0] = sum[0];
+        row_sum[mi][1] = sum[1];
+      }
+
+      // O is rescaled after P, behind a warp-uniform branch. The branch skips
+      // the kMT * kDT * 4 multiplies (128 at d = 128) when no row maximum of
+      // the warp moved: every corr is then exactly 1 and the product would not
+      // change a bit, which gets common as the running maxima settle on long
+      // rows. It also ends the basic block, which keeps ptxas from hoisting the
+      // V fragment loads and P V MMAs in among the exponentials: so overlapped,
+      // S, P, early V fragments and O overflowed 255 registers at d = 128 (4
+      // bytes spilled, 36 with the softcap).
+      bool rescale = false;
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi) rescale |= corr[mi][0] != 1.f || corr[mi][1] != 1.f;
+      if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+        for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+          for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_o[mi][dt][e] *= corr[mi][e / 2];
+      }
     }
 
     cp_async_wait<2 * kStages - 2>();  // V of this tile landed

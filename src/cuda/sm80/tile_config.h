@@ -10,6 +10,12 @@ struct FwdTileConfig {
   int block_n;  // keys per mainloop step (Bc)
   int warps;
   int stages;   // K/V shared-memory buffers (cp.async pipeline depth)
+  // Rescale O after P is built, behind a warp-uniform branch, instead of
+  // row by row before the exponentials. Only where registers demand it: the
+  // branch bounds live ranges (d = 128 spilled 4 bytes, 36 with softcap,
+  // without it) but costs the overlap of exponentials with P V, about 3% on
+  // an H100 (interleaved A/B runs of the whole grid).
+  bool rescale_after_p;
 };
 
 // 32 rows per warp for d <= 128: each K/V fragment read from shared memory
@@ -19,12 +25,12 @@ struct FwdTileConfig {
 // block_n 64 with a third stage does not. Neither is timed yet.
 constexpr FwdTileConfig fwd_tile_config(int head_dim) {
   switch (head_dim) {
-    case 64: return {128, 64, 4, 3};
-    case 80: return {128, 64, 4, 2};
-    case 96: return {128, 64, 4, 2};
-    case 128: return {128, 64, 4, 2};
-    case 256: return {128, 64, 8, 2};
-    default: return {0, 0, 0, 0};
+    case 64: return {128, 64, 4, 3, false};
+    case 80: return {128, 64, 4, 2, false};
+    case 96: return {128, 64, 4, 2, false};
+    case 128: return {128, 64, 4, 2, true};
+    case 256: return {128, 64, 8, 2, false};
+    default: return {0, 0, 0, 0, false};
   }
 }
 
