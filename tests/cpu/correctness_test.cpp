@@ -3,36 +3,13 @@
 // (the harness refuses a reference that disagrees with it).
 #include <gtest/gtest.h>
 
-#include <ostream>
 #include <string>
 
 #include "check/harness.h"
+#include "common/matrix_param.h"
 
 namespace fastattn::check {
 namespace {
-
-struct MatrixParam {
-  Case c;
-  size_t index;
-};
-
-// gtest prints parameters in test listings; the description, not the bytes.
-void PrintTo(const MatrixParam& p, std::ostream* os) { *os << describe(p.c); }
-
-std::vector<MatrixParam> params() {
-  std::vector<MatrixParam> out;
-  const auto cases = correctness_matrix(/*quick=*/true);
-  for (size_t i = 0; i < cases.size(); ++i) out.push_back({cases[i], i});
-  return out;
-}
-
-std::string name(const testing::TestParamInfo<MatrixParam>& info) {
-  std::string s = std::to_string(info.param.index) + "_" + describe(info.param.c);
-  for (char& ch : s) {
-    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  }
-  return s;
-}
 
 class CpuMatrix : public testing::TestWithParam<MatrixParam> {};
 
@@ -50,7 +27,8 @@ TEST_P(CpuMatrix, ReferenceBackendMatchesPlainImplementation) {
   EXPECT_TRUE(o.passed) << describe(GetParam().c) << ": " << o.detail;
 }
 
-INSTANTIATE_TEST_SUITE_P(Quick, CpuMatrix, testing::ValuesIn(params()), name);
+INSTANTIATE_TEST_SUITE_P(Quick, CpuMatrix, testing::ValuesIn(indexed(correctness_matrix(/*quick=*/true))),
+                         param_name);
 
 // The large shapes of ANCHORS.md (4224 x 4224, 1023 x 1024), fast backend only.
 TEST(CpuMatrixLarge, FlashBackendOnLargeShapes) {

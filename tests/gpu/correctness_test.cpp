@@ -3,37 +3,14 @@
 // writes outside the views caught. Skipped where no GPU is present.
 #include <gtest/gtest.h>
 
-#include <ostream>
 #include <string>
 
 #include "check/device_copy.h"
 #include "check/harness.h"
+#include "common/matrix_param.h"
 
 namespace fastattn::check {
 namespace {
-
-struct MatrixParam {
-  Case c;
-  size_t index;
-};
-
-// gtest prints parameters in test listings; the description, not the bytes.
-void PrintTo(const MatrixParam& p, std::ostream* os) { *os << describe(p.c); }
-
-std::vector<MatrixParam> params() {
-  std::vector<MatrixParam> out;
-  const auto cases = matrix_for(FA_BACKEND_CUDA, /*quick=*/false);
-  for (size_t i = 0; i < cases.size(); ++i) out.push_back({cases[i], i});
-  return out;
-}
-
-std::string name(const testing::TestParamInfo<MatrixParam>& info) {
-  std::string s = std::to_string(info.param.index) + "_" + describe(info.param.c);
-  for (char& ch : s) {
-    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-  }
-  return s;
-}
 
 class CudaMatrix : public testing::TestWithParam<MatrixParam> {};
 
@@ -45,7 +22,8 @@ TEST_P(CudaMatrix, MatchesReference) {
   EXPECT_TRUE(o.passed) << describe(GetParam().c) << ": " << o.detail;
 }
 
-INSTANTIATE_TEST_SUITE_P(Full, CudaMatrix, testing::ValuesIn(params()), name);
+INSTANTIATE_TEST_SUITE_P(Full, CudaMatrix, testing::ValuesIn(indexed(matrix_for(FA_BACKEND_CUDA, /*quick=*/false))),
+                         param_name);
 
 // Every path the CUDA matrix leaves out must be refused, not run wrongly.
 TEST(CudaMatrixCoverage, LeavesOutOnlyFloat32AndPagedCases) {
