@@ -1,9 +1,11 @@
 #include "device_memory.h"
 
+#include "check/device_copy.h"
+
 #include <chrono>
 #include <stdexcept>
 
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
 #include <cuda_runtime.h>
 #endif
 
@@ -17,7 +19,7 @@ int64_t now_ns() {
       .count();
 }
 
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
 void cuda_check(cudaError_t err, const char* what) {
   if (err != cudaSuccess) {
     throw std::runtime_error(std::string("CUDA ") + what + ": " + cudaGetErrorString(err));
@@ -34,7 +36,7 @@ constexpr size_t kL2FlushBytes = size_t{256} << 20;
 }  // namespace
 
 bool gpu_buffers_built() {
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
   return true;
 #else
   return false;
@@ -42,7 +44,7 @@ bool gpu_buffers_built() {
 }
 
 std::string gpu_name() {
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
   int device = 0;
   cudaDeviceProp prop{};
   if (cudaGetDevice(&device) != cudaSuccess) return "";
@@ -53,34 +55,23 @@ std::string gpu_name() {
 #endif
 }
 
-device_mirror::device_mirror(bool on_gpu, void* host, int64_t bytes) : host_(host), bytes_(bytes) {
+device_mirror::device_mirror(bool on_gpu, void* host, int64_t bytes) : host_(host) {
   if (!on_gpu) return;
-#if defined(FASTATTN_TOOLS_CUDA)
-  cuda_check(cudaMalloc(&device_, static_cast<size_t>(bytes)), "cudaMalloc");
-  cuda_check(cudaMemcpy(device_, host, static_cast<size_t>(bytes), cudaMemcpyHostToDevice),
-             "cudaMemcpy to device");
-#else
-  no_cuda();
-#endif
+  copy_ = std::make_unique<check::DeviceCopy>(host, static_cast<size_t>(bytes));
+  if (!copy_->ok()) throw std::runtime_error(copy_->error());
 }
 
-device_mirror::~device_mirror() {
-#if defined(FASTATTN_TOOLS_CUDA)
-  if (device_ != nullptr) cudaFree(device_);
-#endif
-}
+device_mirror::~device_mirror() = default;
+
+void* device_mirror::data() const { return copy_ ? copy_->data() : host_; }
 
 void device_mirror::download() {
-  if (device_ == nullptr) return;
-#if defined(FASTATTN_TOOLS_CUDA)
-  cuda_check(cudaMemcpy(host_, device_, static_cast<size_t>(bytes_), cudaMemcpyDeviceToHost),
-             "cudaMemcpy to host");
-#endif
+  if (copy_ && !copy_->copy_back(host_)) throw std::runtime_error(copy_->error());
 }
 
 call_timer::call_timer(bool on_gpu) : on_gpu_(on_gpu) {
   if (!on_gpu) return;
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
   cudaEvent_t a, b;
   cuda_check(cudaEventCreate(&a), "cudaEventCreate");
   start_event_ = a;
@@ -93,7 +84,7 @@ call_timer::call_timer(bool on_gpu) : on_gpu_(on_gpu) {
 }
 
 call_timer::~call_timer() {
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
   if (start_event_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(start_event_));
   if (stop_event_ != nullptr) cudaEventDestroy(static_cast<cudaEvent_t>(stop_event_));
   if (l2_scratch_ != nullptr) cudaFree(l2_scratch_);
@@ -105,7 +96,7 @@ void call_timer::start() {
     start_ns_ = now_ns();
     return;
   }
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
   cuda_check(cudaMemsetAsync(l2_scratch_, 0, kL2FlushBytes, nullptr), "cudaMemsetAsync");
   cuda_check(cudaEventRecord(static_cast<cudaEvent_t>(start_event_), nullptr), "cudaEventRecord");
 #endif
@@ -113,7 +104,7 @@ void call_timer::start() {
 
 double call_timer::stop_ms() {
   if (!on_gpu_) return static_cast<double>(now_ns() - start_ns_) * 1e-6;
-#if defined(FASTATTN_TOOLS_CUDA)
+#if defined(FASTATTN_WITH_CUDA)
   auto stop = static_cast<cudaEvent_t>(stop_event_);
   cuda_check(cudaEventRecord(stop, nullptr), "cudaEventRecord");
   cuda_check(cudaEventSynchronize(stop), "cudaEventSynchronize");

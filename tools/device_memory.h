@@ -5,11 +5,16 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
+
+namespace fastattn::check {
+class DeviceCopy;
+}
 
 namespace fastattn::tools {
 
-// True when this program was built with the CUDA runtime.
+// True when this program was built with the CUDA backend.
 bool gpu_buffers_built();
 // "NVIDIA H100 80GB HBM3" or "" when there is none.
 std::string gpu_name();
@@ -23,14 +28,13 @@ class device_mirror {
   device_mirror(const device_mirror&) = delete;
   device_mirror& operator=(const device_mirror&) = delete;
 
-  void* data() const { return device_ != nullptr ? device_ : host_; }
+  void* data() const;
   // Copies the device contents back into the host buffer (no-op on the CPU).
   void download();
 
  private:
   void* host_;
-  void* device_ = nullptr;
-  int64_t bytes_;
+  std::unique_ptr<check::DeviceCopy> copy_;  // the harness's device copy; null on the CPU
 };
 
 // Times one call: steady_clock on the CPU, events on the default stream on
