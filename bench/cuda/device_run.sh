@@ -1,7 +1,7 @@
 #!/bin/bash
 # One call on a GPU machine: the gpu-labelled tests, `fastattn check --device
-# cuda`, compute-sanitizer on a subset, and the prefill benchmark with its
-# peers. Expects a CUDA build (built elsewhere) in $BUILD; logs go to $OUT.
+# cuda`, compute-sanitizer on a subset, and the prefill and decode benchmarks
+# with their peers. Expects a CUDA build (built elsewhere) in $BUILD; logs go to $OUT.
 #   BUILD=build-cuda OUT=/tmp/out COMMIT=<sha> bash bench/cuda/device_run.sh
 set -o pipefail
 BUILD=${BUILD:-build-cuda}
@@ -26,8 +26,8 @@ timeout 200 "$BUILD/tools/fastattn" check --device cuda > "$OUT/check_cuda.log" 
 echo "check rc=$?" | tee -a "$OUT/steps.log"; tail -3 "$OUT/check_cuda.log"
 
 # Memcheck and racecheck on small cases: every shape class, masks, varlen,
-# strides, softcap, GQA, and the graph/refusal tests.
-SUBSET='Full/CudaMatrix.MatchesReference/*shape*:Full/CudaMatrix.MatchesReference/*varlen*:Full/CudaMatrix.MatchesReference/*strides*:Full/CudaMatrix.MatchesReference/*softcap*:Full/CudaMatrix.MatchesReference/*window*:Full/CudaMatrix.MatchesReference/*head_dim*:CudaCall.*'
+# strides, softcap, GQA, the graph/refusal tests, and every decode and merge test.
+SUBSET='*Decode*:*Merge*:Full/CudaMatrix.MatchesReference/*shape*:Full/CudaMatrix.MatchesReference/*varlen*:Full/CudaMatrix.MatchesReference/*strides*:Full/CudaMatrix.MatchesReference/*softcap*:Full/CudaMatrix.MatchesReference/*window*:Full/CudaMatrix.MatchesReference/*head_dim*:CudaCall.*'
 for tool in memcheck racecheck; do
   step "compute-sanitizer --tool $tool"
   timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
@@ -40,3 +40,8 @@ step "prefill benchmark"
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda/prefill_bench.py --lib "$BUILD/libfastattn.so" \
   --json "$OUT/prefill.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/prefill.log" 2>&1
 echo "bench rc=$?" | tee -a "$OUT/steps.log"
+
+step "decode benchmark"
+PYTHONUNBUFFERED=1 timeout 330 python3 bench/cuda/decode_bench.py --lib "$BUILD/libfastattn.so" \
+  --json "$OUT/decode.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/decode.log" 2>&1
+echo "decode bench rc=$?" | tee -a "$OUT/steps.log"

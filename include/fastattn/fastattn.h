@@ -176,11 +176,98 @@ FA_API fa_status fa_paged_attention(const fa_paged_attention_args* args,
                                     const fa_run_options* options);
 
 /*
+ * One decoding step (or a speculative verification) over a KV cache, planned
+ * once and run many times:
+ *   1. optionally append the new tokens' K/V to the cache, with rotary
+ *      embedding of the new q and k;
+ *   2. attend from the Lq new queries to every key of each sequence, split
+ *      over the keys when that keeps the GPU busy, partial states merged on
+ *      the device.
+ *
+ * q [B, Lq, Hq, D]: the last Lq positions of each sequence (CUDA: Lq 1 to 16).
+ * The cache, one of
+ *   paged (page_table set):      k_cache, v_cache [num_pages, page_size, Hkv, D],
+ *                                any page_size >= 1; page_table int32
+ *                                [B, max_pages_per_seq], row stride page_table_stride;
+ *   contiguous (page_table NULL): k_cache, v_cache [B, capacity, Hkv, D].
+ * cache_seqlens int32 [B]: keys already in the cache of each sequence.
+ * k_new, v_new [B, Lq, Hkv, D], optional (both or neither): written to cache
+ *   positions cache_seqlens[b] ... cache_seqlens[b] + Lq - 1 before attention.
+ *   Sequence b then has cache_seqlens[b] + Lq keys (without them: cache_seqlens[b]).
+ * Rotary (needs k_new): q and k_new are rotated at positions cache_seqlens[b] + i
+ *   with rotary_cos, rotary_sin float32 [max_position, rotary_dim / 2] (row
+ *   stride free); rotary_dim even, 2 to D; the rotated values are rounded to
+ *   the dtype (k_new as stored in the cache).
+ * out like q; lse float32 [B, Hq, Lq], optional. mask, softmax_scale and
+ * softcap as in fa_attention_args, the queries aligned to the end of each
+ * sequence.
+ * page_table and cache_seqlens: host memory on the CPU backends (checked);
+ * on CUDA they are read on the GPU (device, managed or pinned memory) and
+ * trusted, so a captured graph can replay with new lengths.
+ */
+typedef enum fa_rotary_style {
+  FA_ROTARY_NONE = 0,
+  FA_ROTARY_HALF = 1,       /* pairs (x[i], x[i + rotary_dim / 2]): GPT-NeoX, Llama */
+  FA_ROTARY_INTERLEAVED = 2 /* pairs (x[2i], x[2i + 1]): GPT-J */
+} fa_rotary_style;
+
+#define FA_MAX_DECODE_QUERIES 16
+#define FA_MAX_DECODE_SPLITS 256
+
+typedef struct fa_decode_args {
+  fa_tensor q;
+  fa_tensor k_cache;
+  fa_tensor v_cache;
+  const int32_t* page_table;    /* NULL: contiguous cache */
+  int64_t page_table_stride;
+  int64_t max_pages_per_seq;
+  const int32_t* cache_seqlens;
+  fa_tensor k_new;              /* optional */
+  fa_tensor v_new;              /* optional, set together with k_new */
+  int32_t rotary_style;         /* an fa_rotary_style */
+  int32_t rotary_dim;
+  fa_tensor rotary_cos;
+  fa_tensor rotary_sin;
+  fa_tensor out;
+  fa_tensor lse;                /* optional */
+  fa_mask mask;
+  float softmax_scale;          /* 0 = 1 / sqrt(D) */
+  float softcap;                /* 0 = off */
+  /* Planning: the most keys any sequence will have (after the append);
+   * 0 = the cache's capacity. Runs with longer sequences stay exact. */
+  int64_t max_seqlen_k;
+  int32_t num_splits;           /* 0 = the planner chooses; else 1 to FA_MAX_DECODE_SPLITS */
+} fa_decode_args;
+
+/* What fa_plan_decode chose; pass it unchanged to fa_run_decode. A plan
+ * stays valid for every call with the same backend, device, dtype, B, Lq,
+ * Hq, Hkv, D and cache capacity (lengths, pages and pointers may change). */
+typedef struct fa_decode_plan {
+  int32_t backend;          /* the fa_backend that runs it */
+  int32_t num_splits;       /* key splits per (sequence, KV head) */
+  uint64_t workspace_bytes; /* device memory fa_run_decode needs (0: none) */
+  int64_t problem[8];       /* what the plan was made for; checked by the run */
+  int64_t reserved[8];
+} fa_decode_plan;
+
+FA_API fa_status fa_plan_decode(const fa_decode_args* args, const fa_run_options* options,
+                                fa_decode_plan* plan);
+
+/* workspace: workspace_bytes of memory on the device that runs the plan
+ * (unused when 0), not shared with a concurrent call. No allocation, no host
+ * synchronisation: capturable in a CUDA graph. */
+FA_API fa_status fa_run_decode(const fa_decode_args* args, const fa_decode_plan* plan,
+                               void* workspace, uint64_t workspace_bytes,
+                               const fa_run_options* options);
+
+/*
  * Merge of partial attention states over disjoint key sets into the exact
  * state over their union:
  *   LSE = log(sum_i exp(LSE_i)),  O = sum_i exp(LSE_i - LSE) * O_i.
  * outs[i] [B, L, H, D] (any dtype), lses[i] float32 [B, H, L];
  * out [B, L, H, D], lse optional. Where every LSE_i is -inf: O = 0, LSE = -inf.
+ * On CUDA (every tensor on one GPU) it runs on options->cuda_stream, without
+ * allocation or host synchronisation.
  */
 typedef struct fa_merge_args {
   int32_t num_states;

@@ -73,12 +73,14 @@ struct RunOptions {
   fa_backend backend = FA_BACKEND_AUTO;
   int num_threads = 0;
   void* cuda_stream = nullptr;
+  int cuda_path = 0;  // an fa_cuda_path; 0 = chosen by device capability
 
   fa_run_options to_c() const {
     fa_run_options o{};
     o.backend = backend;
     o.num_threads = num_threads;
     o.cuda_stream = cuda_stream;
+    o.cuda_path = cuda_path;
     return o;
   }
 };
@@ -147,6 +149,68 @@ class PagedAttention {
 
  private:
   fa_paged_attention_args args_{};
+};
+
+// One decoding step over a KV cache (contiguous unless paged()), planned once
+// and run many times. See fastattn.h for shapes.
+//
+//   fastattn::Decode step(q, k_cache, v_cache, out);
+//   step.cache_seqlens(lens).paged(table, max_pages, max_pages).append(k_new, v_new);
+//   fa_decode_plan plan;
+//   if (auto r = step.plan(&plan); !r) ...
+//   step.run(plan, workspace, plan.workspace_bytes);   // every step
+class Decode {
+ public:
+  Decode(fa_tensor q, fa_tensor k_cache, fa_tensor v_cache, fa_tensor out) {
+    args_.q = q;
+    args_.k_cache = k_cache;
+    args_.v_cache = v_cache;
+    args_.out = out;
+  }
+  // k_cache / v_cache are pages [num_pages, page_size, Hkv, D] behind
+  // `page_table` [B, max_pages_per_seq] (row stride page_table_stride).
+  Decode& paged(const int32_t* page_table, int64_t max_pages_per_seq, int64_t page_table_stride) {
+    args_.page_table = page_table;
+    args_.max_pages_per_seq = max_pages_per_seq;
+    args_.page_table_stride = page_table_stride;
+    return *this;
+  }
+  // Keys already in each sequence's cache, int32 [B].
+  Decode& cache_seqlens(const int32_t* lens) { args_.cache_seqlens = lens; return *this; }
+  // K/V of the Lq new tokens, written to the cache before attention.
+  Decode& append(fa_tensor k_new, fa_tensor v_new) {
+    args_.k_new = k_new;
+    args_.v_new = v_new;
+    return *this;
+  }
+  // Rotary embedding of q and k_new: tables float32 [max_position, dim / 2].
+  Decode& rotary(fa_rotary_style style, int32_t dim, fa_tensor cos, fa_tensor sin) {
+    args_.rotary_style = style;
+    args_.rotary_dim = dim;
+    args_.rotary_cos = cos;
+    args_.rotary_sin = sin;
+    return *this;
+  }
+  Decode& lse(fa_tensor t) { args_.lse = t; return *this; }
+  Decode& mask(fa_mask m) { args_.mask = m; return *this; }
+  Decode& scale(float s) { args_.softmax_scale = s; return *this; }
+  Decode& softcap(float c) { args_.softcap = c; return *this; }
+  Decode& max_seqlen_k(int64_t n) { args_.max_seqlen_k = n; return *this; }
+  Decode& num_splits(int32_t n) { args_.num_splits = n; return *this; }
+  const fa_decode_args& args() const { return args_; }
+
+  Result plan(fa_decode_plan* plan, const RunOptions& options = {}) const {
+    const fa_run_options o = options.to_c();
+    return Result(fa_plan_decode(&args_, &o, plan));
+  }
+  Result run(const fa_decode_plan& plan, void* workspace = nullptr, uint64_t workspace_bytes = 0,
+             const RunOptions& options = {}) const {
+    const fa_run_options o = options.to_c();
+    return Result(fa_run_decode(&args_, &plan, workspace, workspace_bytes, &o));
+  }
+
+ private:
+  fa_decode_args args_{};
 };
 
 // Exact merge of partial states over disjoint key sets.

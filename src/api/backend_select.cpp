@@ -69,8 +69,10 @@ Status select_backend(const fa_run_options* options, const void* probe, Backend*
   return Status::invalid(m.str());
 }
 
-Status check_placement(Backend backend, std::initializer_list<NamedPointer> tensors,
-                       std::initializer_list<NamedPointer> offsets) {
+namespace {
+
+Status check_placement_of(Backend backend, const NamedPointer* tensors, size_t num_tensors,
+                          const NamedPointer* offsets, size_t num_offsets) {
   if (!gpu::available()) return Status::ok();  // every pointer is host memory
   const bool on_gpu = backend == Backend::kCuda;
   int device = -1;
@@ -106,9 +108,21 @@ Status check_placement(Backend backend, std::initializer_list<NamedPointer> tens
     }
     return Status::ok();
   };
-  for (const NamedPointer& t : tensors) FA_RETURN_IF_ERROR(check(t, false));
-  for (const NamedPointer& t : offsets) FA_RETURN_IF_ERROR(check(t, true));
+  for (size_t i = 0; i < num_tensors; ++i) FA_RETURN_IF_ERROR(check(tensors[i], false));
+  for (size_t i = 0; i < num_offsets; ++i) FA_RETURN_IF_ERROR(check(offsets[i], true));
   return Status::ok();
+}
+
+}  // namespace
+
+Status check_placement(Backend backend, std::initializer_list<NamedPointer> tensors,
+                       std::initializer_list<NamedPointer> offsets) {
+  return check_placement_of(backend, tensors.begin(), tensors.size(), offsets.begin(),
+                            offsets.size());
+}
+
+Status check_placement(Backend backend, const std::vector<NamedPointer>& tensors) {
+  return check_placement_of(backend, tensors.data(), tensors.size(), nullptr, 0);
 }
 
 }  // namespace fastattn

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <vector>
 
 #include "api/params.h"
 #include "api/status.h"
@@ -27,5 +28,9 @@ struct NamedPointer {
 // (cu_seqlens): for CUDA, pinned host memory is allowed too.
 Status check_placement(Backend backend, std::initializer_list<NamedPointer> tensors,
                        std::initializer_list<NamedPointer> offsets = {});
+// The same over a list built at run time (one entry per merged state), so
+// that every tensor of the call is checked against one GPU. A braced list
+// still picks the overload above ([over.ics.rank]: initializer_list wins).
+Status check_placement(Backend backend, const std::vector<NamedPointer>& tensors);
 
 }  // namespace fastattn

@@ -387,4 +387,303 @@ Status build_merge_params(const fa_merge_args& a, MergeParams* out) {
   return Status::ok();
 }
 
+namespace {
+
+// Positions and key counts are int32 (cache_seqlens), so is a cache's capacity.
+Status check_capacity(const char* what, int64_t capacity, bool overflowed) {
+  if (!overflowed && capacity <= INT32_MAX) return Status::ok();
+  std::ostringstream m;
+  m << what << ": a sequence's cache would hold more than " << INT32_MAX
+    << " keys; positions are 32-bit, as in cache_seqlens";
+  return Status::invalid(str(m));
+}
+
+// Paged cache: k_cache, v_cache [num_pages, page_size, Hkv, D] behind a page
+// table of max_pages_per_seq entries per sequence.
+Status take_paged_cache(const fa_decode_args& a, int64_t batch, int64_t d, DecodeParams* p) {
+  const int64_t num_pages = a.k_cache.shape[0], page_size = a.k_cache.shape[1];
+  const int64_t hkv = a.k_cache.shape[2];
+  if (num_pages < 1 || page_size < 1) {
+    std::ostringstream m;
+    m << "k_cache: shape " << shape_string(a.k_cache)
+      << " needs num_pages >= 1 and page_size >= 1";
+    return Status::invalid(str(m));
+  }
+  FA_RETURN_IF_ERROR(check_shape("k_cache", a.k_cache, {num_pages, page_size, hkv, d},
+                                 "[num_pages, page_size, Hkv, D] (paged: page_table is set)"));
+  FA_RETURN_IF_ERROR(check_shape("v_cache", a.v_cache, {num_pages, page_size, hkv, d},
+                                 "[num_pages, page_size, Hkv, D] (like k_cache)"));
+  int64_t table_extent = 0;
+  if (a.max_pages_per_seq < 1 || a.page_table_stride < a.max_pages_per_seq ||
+      __builtin_mul_overflow(batch - 1, a.page_table_stride, &table_extent)) {
+    std::ostringstream m;
+    m << "max_pages_per_seq = " << a.max_pages_per_seq << ", page_table_stride = "
+      << a.page_table_stride << ": need max_pages_per_seq >= 1 and page_table_stride >= "
+      << "max_pages_per_seq (and the table of B rows within int64 offsets)";
+    return Status::invalid(str(m));
+  }
+  int64_t capacity = 0;
+  const bool overflowed = __builtin_mul_overflow(a.max_pages_per_seq, page_size, &capacity);
+  FA_RETURN_IF_ERROR(check_capacity("max_pages_per_seq * page_size", capacity, overflowed));
+  p->capacity = capacity;
+  KVLayout& kv = p->attn.kv;
+  kv.k_page_stride = a.k_cache.strides[0];
+  kv.k_row_stride = a.k_cache.strides[1];
+  kv.k_head_stride = a.k_cache.strides[2];
+  kv.v_page_stride = a.v_cache.strides[0];
+  kv.v_row_stride = a.v_cache.strides[1];
+  kv.v_head_stride = a.v_cache.strides[2];
+  kv.page_table = a.page_table;
+  kv.page_table_stride = a.page_table_stride;
+  kv.page_size = page_size;
+  return Status::ok();
+}
+
+// Contiguous cache: k_cache, v_cache [B, capacity, Hkv, D].
+Status take_contiguous_cache(const fa_decode_args& a, int64_t batch, int64_t d, DecodeParams* p) {
+  if (a.max_pages_per_seq != 0 || a.page_table_stride != 0) {
+    std::ostringstream m;
+    m << "max_pages_per_seq = " << a.max_pages_per_seq << ", page_table_stride = "
+      << a.page_table_stride << " but page_table is NULL (a contiguous cache): set page_table "
+      << "for a paged cache, or leave both 0";
+    return Status::invalid(str(m));
+  }
+  const int64_t capacity = a.k_cache.shape[1], hkv = a.k_cache.shape[2];
+  FA_RETURN_IF_ERROR(check_shape("k_cache", a.k_cache, {batch, capacity, hkv, d},
+                                 "[B, capacity, Hkv, D] (contiguous: page_table is NULL)"));
+  FA_RETURN_IF_ERROR(check_shape("v_cache", a.v_cache, {batch, capacity, hkv, d},
+                                 "[B, capacity, Hkv, D] (like k_cache)"));
+  if (capacity < 1) {
+    std::ostringstream m;
+    m << "k_cache: shape " << shape_string(a.k_cache) << " needs capacity >= 1";
+    return Status::invalid(str(m));
+  }
+  FA_RETURN_IF_ERROR(check_capacity("k_cache", capacity, false));
+  p->capacity = capacity;
+  KVLayout& kv = p->attn.kv;
+  kv.k_batch_stride = a.k_cache.strides[0];
+  kv.k_row_stride = a.k_cache.strides[1];
+  kv.k_head_stride = a.k_cache.strides[2];
+  kv.v_batch_stride = a.v_cache.strides[0];
+  kv.v_row_stride = a.v_cache.strides[1];
+  kv.v_head_stride = a.v_cache.strides[2];
+  return Status::ok();
+}
+
+// k_new, v_new [B, Lq, Hkv, D], both or neither.
+Status take_append(const fa_decode_args& a, DecodeParams* p) {
+  if (a.k_new.data == nullptr && a.v_new.data == nullptr) return Status::ok();
+  if (a.k_new.data == nullptr || a.v_new.data == nullptr) {
+    return Status::invalid(
+        "k_new / v_new: appending new tokens needs both the keys and the values (or neither)");
+  }
+  const AttentionParams& at = p->attn;
+  const int64_t b = at.batch, lq = at.seqlen_q, hkv = at.heads_kv, d = at.head_dim;
+  FA_RETURN_IF_ERROR(check_tensor("k_new", a.k_new, 4));
+  FA_RETURN_IF_ERROR(check_tensor("v_new", a.v_new, 4));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.k_new, "k_new"));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.v_new, "v_new"));
+  FA_RETURN_IF_ERROR(check_shape("k_new", a.k_new, {b, lq, hkv, d}, "[B, Lq, Hkv, D]"));
+  FA_RETURN_IF_ERROR(check_shape("v_new", a.v_new, {b, lq, hkv, d}, "[B, Lq, Hkv, D] (like k_new)"));
+  if (lq > p->capacity) {
+    std::ostringstream m;
+    m << "k_new: Lq = " << lq << " new tokens do not fit a cache of capacity " << p->capacity
+      << " keys per sequence";
+    return Status::invalid(str(m));
+  }
+  p->new_tokens = lq;
+  p->k_new = a.k_new.data;
+  p->k_new_batch_stride = a.k_new.strides[0];
+  p->k_new_row_stride = a.k_new.strides[1];
+  p->k_new_head_stride = a.k_new.strides[2];
+  p->v_new = a.v_new.data;
+  p->v_new_batch_stride = a.v_new.strides[0];
+  p->v_new_row_stride = a.v_new.strides[1];
+  p->v_new_head_stride = a.v_new.strides[2];
+  return Status::ok();
+}
+
+// Rotary embedding of q and k_new: tables float32 [max_position, rotary_dim / 2].
+Status take_rotary(const fa_decode_args& a, DecodeParams* p) {
+  switch (a.rotary_style) {
+    case FA_ROTARY_NONE:
+    case FA_ROTARY_HALF:
+    case FA_ROTARY_INTERLEAVED:
+      break;
+    default: {
+      std::ostringstream m;
+      m << "rotary_style: " << a.rotary_style << " is unknown; allowed: FA_ROTARY_NONE (0), "
+        << "FA_ROTARY_HALF (1), FA_ROTARY_INTERLEAVED (2)";
+      return Status::invalid(str(m));
+    }
+  }
+  if (a.rotary_style == FA_ROTARY_NONE) {
+    if (a.rotary_dim == 0 && a.rotary_cos.data == nullptr && a.rotary_sin.data == nullptr) {
+      return Status::ok();
+    }
+    std::ostringstream m;
+    m << "rotary_dim / rotary_cos / rotary_sin: set (rotary_dim = " << a.rotary_dim
+      << ") while rotary_style is FA_ROTARY_NONE; choose FA_ROTARY_HALF or "
+      << "FA_ROTARY_INTERLEAVED, or leave them 0 / NULL";
+    return Status::invalid(str(m));
+  }
+  if (p->k_new == nullptr) {
+    return Status::invalid(
+        "rotary_style: rotary embedding needs k_new and v_new (q and the appended keys are "
+        "rotated at positions cache_seqlens[b] + i; keys already in the cache stay as stored)");
+  }
+  const int64_t d = p->attn.head_dim, dim = a.rotary_dim;
+  if (dim < 2 || dim > d || dim % 2 != 0) {
+    std::ostringstream m;
+    m << "rotary_dim: " << dim << "; allowed: even, from 2 to the head dim D = " << d;
+    return Status::invalid(str(m));
+  }
+  const int64_t max_position = a.rotary_cos.shape[0];
+  FA_RETURN_IF_ERROR(check_tensor("rotary_cos", a.rotary_cos, 2));
+  FA_RETURN_IF_ERROR(check_dtype("rotary_cos", a.rotary_cos, FA_DTYPE_FLOAT32));
+  FA_RETURN_IF_ERROR(check_shape("rotary_cos", a.rotary_cos, {max_position, dim / 2},
+                                 "[max_position, rotary_dim / 2]"));
+  if (max_position < 1) {
+    return Status::invalid("rotary_cos: max_position (shape[0]) is 0; the table needs a row per "
+                           "position, at least 1");
+  }
+  FA_RETURN_IF_ERROR(check_tensor("rotary_sin", a.rotary_sin, 2));
+  FA_RETURN_IF_ERROR(check_dtype("rotary_sin", a.rotary_sin, FA_DTYPE_FLOAT32));
+  FA_RETURN_IF_ERROR(check_shape("rotary_sin", a.rotary_sin, {max_position, dim / 2},
+                                 "[max_position, rotary_dim / 2] (like rotary_cos)"));
+  RotaryParams& r = p->rotary;
+  r.style = a.rotary_style == FA_ROTARY_HALF ? RotaryStyle::kHalf : RotaryStyle::kInterleaved;
+  r.dim = dim;
+  r.cos = static_cast<const float*>(a.rotary_cos.data);
+  r.sin = static_cast<const float*>(a.rotary_sin.data);
+  r.cos_row_stride = a.rotary_cos.strides[0];
+  r.sin_row_stride = a.rotary_sin.strides[0];
+  r.max_position = max_position;
+  return Status::ok();
+}
+
+// What cache_seqlens and page_table say, where the backend reads them on the
+// host: every sequence fits its cache, every page it uses exists, and every
+// rotated position has a row in the tables.
+Status check_decode_contents(const DecodeParams& p, int64_t num_pages) {
+  const KVLayout& kv = p.attn.kv;
+  const char* capacity_is = kv.page_table ? "max_pages_per_seq * page_size" : "k_cache.shape[1]";
+  for (int64_t b = 0; b < p.attn.batch; ++b) {
+    const int64_t len = p.cache_seqlens[b];
+    if (len < 0 || len + p.new_tokens > p.capacity) {
+      std::ostringstream m;
+      m << "cache_seqlens[" << b << "] = " << len;
+      if (p.new_tokens > 0) m << " with Lq = " << p.new_tokens << " new tokens";
+      if (len < 0) {
+        m << " is negative";
+      } else {
+        m << " exceeds the cache capacity " << p.capacity << " (" << capacity_is << ")";
+      }
+      m << "; allowed: 0 to " << p.capacity - p.new_tokens;
+      return Status::invalid(str(m));
+    }
+    if (kv.page_table) {
+      const int64_t used_pages = (len + p.new_tokens + kv.page_size - 1) / kv.page_size;
+      for (int64_t pg = 0; pg < used_pages; ++pg) {
+        const int64_t entry = kv.page_table[b * kv.page_table_stride + pg];
+        if (entry < 0 || entry >= num_pages) {
+          std::ostringstream m;
+          m << "page_table[" << b << "][" << pg << "] = " << entry << "; allowed: 0 to "
+            << num_pages - 1 << " (k_cache has " << num_pages << " pages; sequence " << b
+            << " uses " << used_pages << ")";
+          return Status::invalid(str(m));
+        }
+      }
+    }
+    if (p.rotary.style != RotaryStyle::kNone && len + p.new_tokens > p.rotary.max_position) {
+      std::ostringstream m;
+      m << "cache_seqlens[" << b << "] = " << len << " with Lq = " << p.new_tokens
+        << " new tokens rotates positions up to " << len + p.new_tokens - 1
+        << ", but rotary_cos / rotary_sin have max_position = " << p.rotary.max_position
+        << " rows";
+      return Status::invalid(str(m));
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status build_decode_params(const fa_decode_args& a, OffsetsAccess offsets, DecodeParams* out) {
+  DecodeParams p;
+  AttentionParams& at = p.attn;
+  FA_RETURN_IF_ERROR(check_tensor("q", a.q, 4));
+  FA_RETURN_IF_ERROR(check_tensor("k_cache", a.k_cache, 4));
+  FA_RETURN_IF_ERROR(check_tensor("v_cache", a.v_cache, 4));
+  FA_RETURN_IF_ERROR(check_tensor("out", a.out, 4));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.k_cache, "k_cache"));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.v_cache, "v_cache"));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.out, "out"));
+  const int64_t b = a.q.shape[0], lq = a.q.shape[1], hq = a.q.shape[2], d = a.q.shape[3];
+  const int64_t hkv = a.k_cache.shape[2];
+  if (b < 1 || lq < 1) {
+    std::ostringstream m;
+    m << "q: shape " << shape_string(a.q) << " needs B >= 1 and Lq >= 1";
+    return Status::invalid(str(m));
+  }
+  FA_RETURN_IF_ERROR(check_head_dim("q", d));
+  if (lq > INT32_MAX) {
+    std::ostringstream m;
+    m << "q: Lq = " << lq << " must be at most " << INT32_MAX << " (positions are 32-bit)";
+    return Status::invalid(str(m));
+  }
+  if (a.page_table != nullptr) {
+    FA_RETURN_IF_ERROR(take_paged_cache(a, b, d, &p));
+  } else {
+    FA_RETURN_IF_ERROR(take_contiguous_cache(a, b, d, &p));
+  }
+  FA_RETURN_IF_ERROR(check_heads(hq, hkv));
+  FA_RETURN_IF_ERROR(check_shape("out", a.out, {b, lq, hq, d}, "[B, Lq, Hq, D] (like q)"));
+  FA_RETURN_IF_ERROR(take_lse(a.lse, {b, hq, lq}, "[B, Hq, Lq]", &at));
+  if (a.cache_seqlens == nullptr) {
+    return Status::invalid("cache_seqlens: is NULL; the key count of each sequence's cache "
+                           "(int32 [B]) is required");
+  }
+  at.dtype = to_dtype(a.q.dtype);
+  at.batch = b;
+  at.seqlen_q = lq;
+  at.heads_q = hq;
+  at.heads_kv = hkv;
+  at.head_dim = d;
+  FA_RETURN_IF_ERROR(take_append(a, &p));
+  FA_RETURN_IF_ERROR(take_rotary(a, &p));
+  FA_RETURN_IF_ERROR(build_mask_params(a.mask, &at.mask));
+  FA_RETURN_IF_ERROR(check_scale_and_softcap(a.softmax_scale, a.softcap, d, &at));
+  if (a.num_splits < 0 || a.num_splits > FA_MAX_DECODE_SPLITS) {
+    std::ostringstream m;
+    m << "num_splits: " << a.num_splits << "; allowed: 0 (the planner chooses) or 1 to "
+      << FA_MAX_DECODE_SPLITS;
+    return Status::invalid(str(m));
+  }
+  if (a.max_seqlen_k < 0 || a.max_seqlen_k > p.capacity) {
+    std::ostringstream m;
+    m << "max_seqlen_k: " << a.max_seqlen_k << "; allowed: 0 (the cache capacity) to the "
+      << "capacity " << p.capacity;
+    return Status::invalid(str(m));
+  }
+  p.cache_seqlens = a.cache_seqlens;
+  p.num_splits = a.num_splits;
+  at.seqlen_k = a.max_seqlen_k > 0 ? a.max_seqlen_k : p.capacity;
+  at.q = a.q.data;
+  at.q_batch_stride = a.q.strides[0];
+  at.q_row_stride = a.q.strides[1];
+  at.q_head_stride = a.q.strides[2];
+  at.out = a.out.data;
+  at.out_batch_stride = a.out.strides[0];
+  at.out_row_stride = a.out.strides[1];
+  at.out_head_stride = a.out.strides[2];
+  at.kv.k = a.k_cache.data;
+  at.kv.v = a.v_cache.data;
+  if (offsets == OffsetsAccess::kHost) {
+    FA_RETURN_IF_ERROR(check_decode_contents(p, a.k_cache.shape[0]));
+  }
+  *out = p;
+  return Status::ok();
+}
+
 }  // namespace fastattn

@@ -18,5 +18,8 @@ Status build_attention_params(const fa_attention_args& args, OffsetsAccess offse
                               AttentionParams* out);
 Status build_paged_attention_params(const fa_paged_attention_args& args, AttentionParams* out);
 Status build_merge_params(const fa_merge_args& args, MergeParams* out);
+// kHost also reads cache_seqlens and page_table (the CPU backends) and checks
+// every length, page and rotary position they imply; kDevice trusts them.
+Status build_decode_params(const fa_decode_args& args, OffsetsAccess offsets, DecodeParams* out);
 
 }  // namespace fastattn

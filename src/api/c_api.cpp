@@ -1,12 +1,16 @@
 // The C ABI: validate, select a backend, run; convert every failure (and any
 // exception) into a status plus the thread-local message.
+#include <cstring>
 #include <exception>
 #include <new>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "api/backend_select.h"
 #include "api/build_params.h"
 #include "api/gpu_bridge.h"
+#include "api/tensor_checks.h"
 #include "cpu/backend.h"
 #include "fastattn/fastattn.h"
 
@@ -70,8 +74,9 @@ Status paged_attention(const fa_paged_attention_args* args, const fa_run_options
   FA_RETURN_IF_ERROR(select_backend(options, args->q.data, &backend));
   if (backend == Backend::kCuda) {
     return Status::unsupported(
-        "fa_paged_attention: the CUDA backend has no paged-KV path in this version; "
-        "run it on FA_BACKEND_CPU with host memory");
+        "fa_paged_attention: on the CUDA backend a paged KV cache is read by fa_plan_decode / "
+        "fa_run_decode (Lq up to FA_MAX_DECODE_QUERIES); use those, or run this call on "
+        "FA_BACKEND_CPU with host memory");
   }
   AttentionParams p;
   FA_RETURN_IF_ERROR(build_paged_attention_params(*args, &p));
@@ -79,6 +84,147 @@ Status paged_attention(const fa_paged_attention_args* args, const fa_run_options
   FA_RETURN_IF_ERROR(check_placement(backend, {}, {{"page_table", p.kv.page_table},
                                                    {"seq_lens_k", p.seqlens_k}}));
   run_on_cpu(backend, p, options);
+  return Status::ok();
+}
+
+fa_backend public_backend(Backend b) {
+  switch (b) {
+    case Backend::kCpu: return FA_BACKEND_CPU;
+    case Backend::kCpuReference: return FA_BACKEND_CPU_REFERENCE;
+    case Backend::kCuda: return FA_BACKEND_CUDA;
+  }
+  return FA_BACKEND_AUTO;
+}
+
+const char* backend_name(int32_t b) {
+  switch (b) {
+    case FA_BACKEND_AUTO: return "FA_BACKEND_AUTO";
+    case FA_BACKEND_CPU: return "FA_BACKEND_CPU";
+    case FA_BACKEND_CPU_REFERENCE: return "FA_BACKEND_CPU_REFERENCE";
+    case FA_BACKEND_CUDA: return "FA_BACKEND_CUDA";
+  }
+  return "an unknown backend";
+}
+
+// fa_decode_plan.problem: what a plan holds for. The split count and the
+// workspace size depend on these (and on the max_seqlen_k hint, capacity by
+// default); lengths, page tables and pointers may change between runs.
+enum PlanField { kBatch, kQueries, kHeadsQ, kHeadsKv, kHeadDim, kDtype, kDevice, kCapacity };
+constexpr const char* kPlanFieldNames[8] = {"B", "Lq", "Hq", "Hkv", "D", "dtype", "device",
+                                            "capacity"};
+
+void decode_fingerprint(Backend backend, const DecodeParams& p, int64_t problem[8]) {
+  const AttentionParams& a = p.attn;
+  problem[kBatch] = a.batch;
+  problem[kQueries] = a.seqlen_q;
+  problem[kHeadsQ] = a.heads_q;
+  problem[kHeadsKv] = a.heads_kv;
+  problem[kHeadDim] = a.head_dim;
+  problem[kDtype] = static_cast<int64_t>(a.dtype);
+  problem[kDevice] = backend == Backend::kCuda ? gpu::locate(a.q).device : -1;
+  problem[kCapacity] = p.capacity;
+}
+
+// Validation shared by plan and run: backend, arguments, placement (with the
+// workspace, on CUDA, which must live on q's GPU too).
+Status prepare_decode(const fa_decode_args& args, const fa_run_options* options,
+                      const void* workspace, Backend* backend, DecodeParams* p) {
+  FA_RETURN_IF_ERROR(select_backend(options, args.q.data, backend));
+  const bool gpu = *backend == Backend::kCuda;
+  FA_RETURN_IF_ERROR(
+      build_decode_params(args, gpu ? OffsetsAccess::kDevice : OffsetsAccess::kHost, p));
+  return check_placement(*backend,
+                         {{"q", args.q.data},
+                          {"k_cache", args.k_cache.data},
+                          {"v_cache", args.v_cache.data},
+                          {"out", args.out.data},
+                          {"lse", args.lse.data},
+                          {"k_new", args.k_new.data},
+                          {"v_new", args.v_new.data},
+                          {"rotary_cos", p->rotary.cos},
+                          {"rotary_sin", p->rotary.sin},
+                          {"workspace", gpu ? workspace : nullptr}},
+                         {{"page_table", args.page_table}, {"cache_seqlens", args.cache_seqlens}});
+}
+
+Status plan_decode(const fa_decode_args* args, const fa_run_options* options,
+                   fa_decode_plan* plan_out) {
+  if (args == nullptr) return Status::invalid("args: is NULL");
+  if (plan_out == nullptr) {
+    return Status::invalid("plan: is NULL; fa_plan_decode fills an fa_decode_plan you own");
+  }
+  Backend backend;
+  DecodeParams p;
+  FA_RETURN_IF_ERROR(prepare_decode(*args, options, nullptr, &backend, &p));
+  fa_decode_plan plan;
+  std::memset(&plan, 0, sizeof plan);
+  plan.backend = public_backend(backend);
+  decode_fingerprint(backend, p, plan.problem);
+  if (backend == Backend::kCuda) {
+    FA_RETURN_IF_ERROR(gpu::plan_decode(p, options, &plan));
+  } else {
+    // The CPU backends split keys across threads on their own, without a
+    // workspace; the count is kept only to report what was asked for.
+    plan.num_splits = p.num_splits > 0 ? p.num_splits : 1;
+    plan.workspace_bytes = 0;
+  }
+  *plan_out = plan;
+  return Status::ok();
+}
+
+// The plan must come from fa_plan_decode for this backend and problem.
+Status check_plan(const fa_decode_plan& plan, Backend backend, const DecodeParams& p) {
+  if (plan.backend != public_backend(backend)) {
+    std::ostringstream m;
+    m << "plan: was made for " << backend_name(plan.backend) << " but this call runs on "
+      << backend_name(public_backend(backend)) << "; plan with the options of the run";
+    return Status::invalid(m.str());
+  }
+  int64_t expected[8];
+  decode_fingerprint(backend, p, expected);
+  std::ostringstream diff;
+  for (int f = 0; f < 8; ++f) {
+    if (plan.problem[f] == expected[f]) continue;
+    diff << (diff.tellp() > 0 ? "; " : "") << kPlanFieldNames[f] << ": ";
+    if (f == kDtype) {
+      diff << dtype_name(static_cast<fa_dtype>(plan.problem[f])) << " in the plan, "
+           << dtype_name(static_cast<fa_dtype>(expected[f])) << " here";
+    } else {
+      diff << plan.problem[f] << " in the plan, " << expected[f] << " here";
+    }
+  }
+  if (diff.tellp() > 0) {
+    return Status::invalid("plan: was made for a different problem (" + diff.str() +
+                           "); a plan holds for one backend, device, dtype, B, Lq, Hq, Hkv, D "
+                           "and cache capacity: call fa_plan_decode for this one");
+  }
+  if (plan.num_splits < 1 || plan.num_splits > FA_MAX_DECODE_SPLITS) {
+    std::ostringstream m;
+    m << "plan.num_splits: " << plan.num_splits << "; allowed: 1 to " << FA_MAX_DECODE_SPLITS
+      << " (pass the plan fa_plan_decode filled, unchanged)";
+    return Status::invalid(m.str());
+  }
+  return Status::ok();
+}
+
+Status run_decode(const fa_decode_args* args, const fa_decode_plan* plan, void* workspace,
+                  uint64_t workspace_bytes, const fa_run_options* options) {
+  if (args == nullptr) return Status::invalid("args: is NULL");
+  if (plan == nullptr) return Status::invalid("plan: is NULL; pass the plan fa_plan_decode filled");
+  Backend backend;
+  DecodeParams p;
+  FA_RETURN_IF_ERROR(prepare_decode(*args, options, workspace, &backend, &p));
+  FA_RETURN_IF_ERROR(check_plan(*plan, backend, p));
+  if (plan->workspace_bytes > 0 && (workspace == nullptr || workspace_bytes < plan->workspace_bytes)) {
+    std::ostringstream m;
+    m << "workspace: " << (workspace == nullptr ? "NULL" : "given") << " with workspace_bytes = "
+      << workspace_bytes << "; the plan needs plan.workspace_bytes = " << plan->workspace_bytes
+      << " bytes of memory on the device that runs it";
+    return Status::invalid(m.str());
+  }
+  if (backend == Backend::kCuda) return gpu::run_decode(p, *plan, workspace, options);
+  p.attn.num_threads = options ? options->num_threads : 0;
+  cpu::decode(p, backend == Backend::kCpuReference);
   return Status::ok();
 }
 
@@ -107,6 +253,18 @@ FA_API fa_status fa_paged_attention(const fa_paged_attention_args* args,
   return fastattn::guarded([&] { return fastattn::paged_attention(args, options); });
 }
 
+FA_API fa_status fa_plan_decode(const fa_decode_args* args, const fa_run_options* options,
+                                fa_decode_plan* plan) {
+  return fastattn::guarded([&] { return fastattn::plan_decode(args, options, plan); });
+}
+
+FA_API fa_status fa_run_decode(const fa_decode_args* args, const fa_decode_plan* plan,
+                               void* workspace, uint64_t workspace_bytes,
+                               const fa_run_options* options) {
+  return fastattn::guarded(
+      [&] { return fastattn::run_decode(args, plan, workspace, workspace_bytes, options); });
+}
+
 FA_API fa_status fa_merge_states(const fa_merge_args* args, const fa_run_options* options) {
   return fastattn::guarded([&]() -> Status {
     if (args == nullptr) return Status::invalid("args: is NULL");
@@ -114,17 +272,19 @@ FA_API fa_status fa_merge_states(const fa_merge_args* args, const fa_run_options
     FA_RETURN_IF_ERROR(fastattn::build_merge_params(*args, &p));
     Backend backend;
     FA_RETURN_IF_ERROR(fastattn::select_backend(options, args->out.data, &backend));
-    if (backend == Backend::kCuda) {
-      return Status::unsupported(
-          "fa_merge_states: the CUDA backend has no merge in this version; "
-          "run it on FA_BACKEND_CPU with host memory");
-    }
-    FA_RETURN_IF_ERROR(fastattn::check_placement(backend, {{"out", p.out}, {"lse", p.out_lse}}));
+    // One placement check over every tensor: on CUDA they must share one GPU.
+    std::vector<std::string> names;
     for (int i = 0; i < p.num_states; ++i) {
-      const std::string o = "outs[" + std::to_string(i) + "]", l = "lses[" + std::to_string(i) + "]";
-      FA_RETURN_IF_ERROR(
-          fastattn::check_placement(backend, {{o.c_str(), p.o[i]}, {l.c_str(), p.lse[i]}}));
+      names.push_back("outs[" + std::to_string(i) + "]");
+      names.push_back("lses[" + std::to_string(i) + "]");
     }
+    std::vector<fastattn::NamedPointer> tensors = {{"out", p.out}, {"lse", p.out_lse}};
+    for (int i = 0; i < p.num_states; ++i) {
+      tensors.push_back({names[2 * i].c_str(), p.o[i]});
+      tensors.push_back({names[2 * i + 1].c_str(), p.lse[i]});
+    }
+    FA_RETURN_IF_ERROR(fastattn::check_placement(backend, tensors));
+    if (backend == Backend::kCuda) return fastattn::gpu::run_merge(p, options);
     p.num_threads = options ? options->num_threads : 0;
     fastattn::cpu::merge_states(p);  // both CPU backends merge in double
     return Status::ok();

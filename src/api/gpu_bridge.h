@@ -35,4 +35,17 @@ Status check_forward(const AttentionParams& p, const fa_run_options* options);
 // Runs `p` on options->cuda_stream: no allocation, no host synchronisation.
 Status run_forward(const AttentionParams& p, const fa_run_options* options);
 
+// Decode planning: fills plan->num_splits and plan->workspace_bytes for the
+// GPU that holds q (p.num_splits > 0 forces the split count). No GPU work.
+Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan);
+
+// Runs a planned decode step on options->cuda_stream (append, attention,
+// merge of the splits); the API layer has checked the plan matches `p` and
+// the workspace is large enough. No allocation, no host synchronisation.
+Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* workspace,
+                  const fa_run_options* options);
+
+// fa_merge_states on the GPU, on options->cuda_stream.
+Status run_merge(const MergeParams& p, const fa_run_options* options);
+
 }  // namespace fastattn::gpu

@@ -13,5 +13,12 @@ bool available() { return false; }
 Location locate(const void*) { return {}; }
 Status check_forward(const AttentionParams&, const fa_run_options*) { return not_built(); }
 Status run_forward(const AttentionParams&, const fa_run_options*) { return not_built(); }
+Status plan_decode(const DecodeParams&, const fa_run_options*, fa_decode_plan*) {
+  return not_built();
+}
+Status run_decode(const DecodeParams&, const fa_decode_plan&, void*, const fa_run_options*) {
+  return not_built();
+}
+Status run_merge(const MergeParams&, const fa_run_options*) { return not_built(); }
 
 }  // namespace fastattn::gpu

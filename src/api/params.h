@@ -146,6 +146,42 @@ inline int64_t v_offset(const KVLayout& kv, const int32_t* cu_seqlens_k, int64_t
                        kv.v_row_stride, kv.v_head_stride);
 }
 
+// Rotary embedding of the new tokens: pairs (x[i], x[i + dim/2]) (kHalf) or
+// (x[2i], x[2i+1]) (kInterleaved) of the first `dim` elements, rotated by the
+// angle whose cos/sin are row `position` column i of the tables.
+enum class RotaryStyle : int { kNone = 0, kHalf = 1, kInterleaved = 2 };
+
+struct RotaryParams {
+  RotaryStyle style = RotaryStyle::kNone;
+  int64_t dim = 0;  // even, 2..D
+  const float* cos = nullptr;  // [max_position, dim / 2]
+  const float* sin = nullptr;
+  int64_t cos_row_stride = 0, sin_row_stride = 0;
+  int64_t max_position = 0;
+};
+
+// One decoding step: `attn` describes q, out, lse, the cache (paged or
+// contiguous with batch strides), mask, scale and softcap, with
+// seqlen_q = Lq and seqlen_k = the planning bound on keys per sequence.
+// attn.seqlens_k is unused: sequence b has cache_seqlens[b] + new_tokens keys.
+struct DecodeParams {
+  AttentionParams attn;
+  const int32_t* cache_seqlens = nullptr;  // [B], keys before the append
+  int64_t capacity = 0;  // keys one sequence's cache can hold
+
+  // Append (k_new == nullptr: none): new_tokens = Lq rows of [B, Lq, Hkv, D].
+  int64_t new_tokens = 0;
+  const void* k_new = nullptr;
+  const void* v_new = nullptr;
+  int64_t k_new_batch_stride = 0, k_new_row_stride = 0, k_new_head_stride = 0;
+  int64_t v_new_batch_stride = 0, v_new_row_stride = 0, v_new_head_stride = 0;
+  RotaryParams rotary;
+
+  int num_splits = 0;  // requested; 0 = planner
+
+  int64_t keys(int64_t b) const { return int64_t(cache_seqlens[b]) + new_tokens; }
+};
+
 // A set of partial states to merge: n states of rows x heads x head_dim.
 struct MergeParams {
   int num_states = 0;

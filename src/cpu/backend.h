@@ -14,6 +14,11 @@ void reference_attention(const AttentionParams& p);
 // padded, varlen and paged layouts, every mask, softcap and LSE.
 void flash_attention(const AttentionParams& p);
 
+// One decoding step: appends k_new / v_new to the cache (rotating k_new),
+// rotates a copy of q, then attends on the reference (float64) or the flash
+// backend. p.cache_seqlens and the page table were checked on the host.
+void decode(const DecodeParams& p, bool reference);
+
 // Exact merge of partial (O, LSE) states.
 void merge_states(const MergeParams& p);
 

@@ -5,15 +5,10 @@
 
 #include <cstdint>
 
+#include "cuda/host/kernel_scalars.h"
+
 namespace fastattn::cuda {
 namespace {
-
-// The kernel takes window bounds as int, < 0 meaning unbounded; any bound
-// past 2^30 already spans every key of a sequence the choice accepts.
-int window_bound(int64_t w) {
-  if (w >= MaskParams::kUnbounded) return -1;
-  return static_cast<int>(w < (int64_t{1} << 30) ? w : (int64_t{1} << 30));
-}
 
 template <int kHeadDim>
 cudaError_t run_dtype(const AttentionParams& a, const FwdParams& p, cudaStream_t stream) {
@@ -54,16 +49,7 @@ FwdParams make_fwd_params(const AttentionParams& a) {
   p.seqlen_q = static_cast<int>(a.seqlen_q);
   p.seqlen_k = static_cast<int>(a.seqlen_k);
   p.head_dim = static_cast<int>(a.head_dim);
-  p.window_left = window_bound(a.mask.left);
-  p.window_right = window_bound(a.mask.right);
-  constexpr float kLog2e = 1.4426950408889634f;
-  if (a.softcap > 0.f) {
-    p.softcap = a.softcap;
-    p.softcap_inv_scale = a.scale / a.softcap;
-    p.scale_log2 = kLog2e;
-  } else {
-    p.scale_log2 = a.scale * kLog2e;
-  }
+  set_mask_and_scale(a, &p);
   return p;
 }
 

@@ -7,10 +7,13 @@
 #include "fastattn/fastattn.hpp"
 
 extern "C" int fastattn_c_abi_smoke(void);
+extern "C" int fastattn_c_abi_decode_smoke(void);
 
 namespace {
 
 TEST(CApi, CallableFromC) { EXPECT_EQ(fastattn_c_abi_smoke(), 0); }
+
+TEST(CApi, DecodeCallableFromC) { EXPECT_EQ(fastattn_c_abi_decode_smoke(), 0); }
 
 TEST(CppApi, BuilderRunsAndReportsErrors) {
   std::vector<uint16_t> q(2 * 4 * 2 * 64, 0x3f80), kv(2 * 4 * 1 * 64, 0x3f00), out(q.size(), 0xffff);

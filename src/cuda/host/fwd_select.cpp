@@ -4,25 +4,12 @@
 #include <sstream>
 
 #include "cuda/sm80/tile_config.h"
+#include "cuda/host/chunk_check.h"
 #include "fastattn/fastattn.h"
 
 namespace fastattn::cuda {
 namespace {
-
-// Kernels move whole 16-byte chunks (8 elements) of every row.
-Status check_chunked(const char* name, const void* data,
-                     std::initializer_list<int64_t> strides) {
-  bool ok = reinterpret_cast<uintptr_t>(data) % 16 == 0;
-  for (int64_t s : strides) ok = ok && s % 8 == 0;
-  if (ok) return Status::ok();
-  std::ostringstream m;
-  m << name << ": the CUDA backend needs a 16-byte aligned data pointer and batch, row and head "
-    << "strides that are multiples of 8 elements (got strides";
-  for (int64_t s : strides) m << " " << s;
-  m << ")";
-  return Status::unsupported(m.str());
-}
-
+constexpr const char* kWho = "the CUDA backend";
 }  // namespace
 
 Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
@@ -69,13 +56,14 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
       << "; the CUDA backend allows at most " << kMaxLen;
     return Status::unsupported(m.str());
   }
-  FA_RETURN_IF_ERROR(check_chunked("q", p.q, {p.q_batch_stride, p.q_row_stride, p.q_head_stride}));
-  FA_RETURN_IF_ERROR(check_chunked(
-      "k", p.kv.k, {p.kv.k_batch_stride, p.kv.k_row_stride, p.kv.k_head_stride}));
-  FA_RETURN_IF_ERROR(check_chunked(
-      "v", p.kv.v, {p.kv.v_batch_stride, p.kv.v_row_stride, p.kv.v_head_stride}));
   FA_RETURN_IF_ERROR(
-      check_chunked("out", p.out, {p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
+      check_chunked(kWho, "q", p.q, {p.q_batch_stride, p.q_row_stride, p.q_head_stride}));
+  FA_RETURN_IF_ERROR(check_chunked(
+      kWho, "k", p.kv.k, {p.kv.k_batch_stride, p.kv.k_row_stride, p.kv.k_head_stride}));
+  FA_RETURN_IF_ERROR(check_chunked(
+      kWho, "v", p.kv.v, {p.kv.v_batch_stride, p.kv.v_row_stride, p.kv.v_head_stride}));
+  FA_RETURN_IF_ERROR(
+      check_chunked(kWho, "out", p.out, {p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
   out->path = FwdPath::kSm80;
   out->head_dim = head_dim;
   return Status::ok();

@@ -4,7 +4,9 @@
 #include <string>
 
 #include "api/gpu_bridge.h"
+#include "cuda/decode_launch.h"
 #include "cuda/flash_launch.h"
+#include "cuda/host/decode_select.h"
 #include "cuda/host/fwd_select.h"
 #include "cuda/host/runtime.h"
 
@@ -18,9 +20,9 @@ Status device_error(const char* what, cudaError_t err) {
 
 int requested_path(const fa_run_options* options) { return options ? options->cuda_path : 0; }
 
-// The GPU that holds q (the API checked every tensor is on it).
-Status device_of(const AttentionParams& p, int* device) {
-  const Location loc = locate(p.q);
+// The GPU that holds `ptr` (the API checked every tensor is on it).
+Status device_holding(const void* ptr, int* device) {
+  const Location loc = locate(ptr);
   if (loc.kind == MemoryKind::kDevice || loc.kind == MemoryKind::kManaged) {
     *device = loc.device >= 0 ? loc.device : 0;
     return Status::ok();
@@ -29,9 +31,13 @@ Status device_of(const AttentionParams& p, int* device) {
   return Status::ok();
 }
 
+cudaStream_t stream_of(const fa_run_options* options) {
+  return static_cast<cudaStream_t>(options ? options->cuda_stream : nullptr);
+}
+
 Status choose(const AttentionParams& p, const fa_run_options* options, int* device,
               cuda::FwdChoice* choice) {
-  FA_RETURN_IF_ERROR(device_of(p, device));
+  FA_RETURN_IF_ERROR(device_holding(p.q, device));
   return cuda::choose_fwd_kernel(cuda::device_capability(*device), requested_path(options), p,
                                  choice);
 }
@@ -72,6 +78,61 @@ Status run_forward(const AttentionParams& p, const fa_run_options* options) {
   auto stream = static_cast<cudaStream_t>(options ? options->cuda_stream : nullptr);
   const cudaError_t err = cuda::launch_forward(choice, p, stream);
   if (err != cudaSuccess) return device_error("attention forward launch", err);
+  return Status::ok();
+}
+
+}  // namespace fastattn::gpu
+
+namespace fastattn::gpu {
+
+Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
+  int device = 0;
+  FA_RETURN_IF_ERROR(device_holding(p.attn.q, &device));
+  cuda::DecodeChoice choice;
+  FA_RETURN_IF_ERROR(cuda::choose_decode_kernel(cuda::device_capability(device), p, &choice));
+  (void)options;
+  int splits = p.num_splits;
+  if (splits == 0) {
+    cuda::DeviceGuard guard(device);
+    int sms = 0, blocks_per_sm = 0;
+    cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (err != cudaSuccess) return device_error("cudaDeviceGetAttribute", err);
+    err = cuda::decode_blocks_per_sm(p.attn.dtype, choice, &blocks_per_sm);
+    if (err != cudaSuccess) return device_error("decode occupancy", err);
+    const int64_t blocks = p.attn.batch * p.attn.heads_kv * choice.row_chunks;
+    splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm);
+  }
+  plan->num_splits = splits;
+  plan->workspace_bytes = cuda::decode_workspace_bytes(p, splits);
+  return Status::ok();
+}
+
+Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* workspace,
+                  const fa_run_options* options) {
+  int device = 0;
+  FA_RETURN_IF_ERROR(device_holding(p.attn.q, &device));
+  cuda::DecodeChoice choice;
+  FA_RETURN_IF_ERROR(cuda::choose_decode_kernel(cuda::device_capability(device), p, &choice));
+  if (plan.num_splits < 1 || plan.num_splits > FA_MAX_DECODE_SPLITS) {
+    return Status::invalid("plan: num_splits is out of range; pass the plan fa_plan_decode made");
+  }
+  choice.num_splits = plan.num_splits;
+  choice.workspace_bytes = plan.workspace_bytes;
+  cuda::DeviceGuard guard(device);
+  const cudaError_t err = cuda::launch_decode(choice, p, workspace, stream_of(options));
+  if (err != cudaSuccess) return device_error("decode launch", err);
+  return Status::ok();
+}
+
+Status run_merge(const MergeParams& p, const fa_run_options* options) {
+  int device = 0;
+  FA_RETURN_IF_ERROR(device_holding(p.out, &device));
+  if (cuda::device_capability(device) < 70) {
+    return Status::unsupported("device: the CUDA merge needs compute capability 7.0 or newer");
+  }
+  cuda::DeviceGuard guard(device);
+  const cudaError_t err = cuda::launch_merge(p, stream_of(options));
+  if (err != cudaSuccess) return device_error("merge launch", err);
   return Status::ok();
 }
 

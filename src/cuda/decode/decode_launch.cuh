@@ -1,0 +1,77 @@
+// Instantiation helpers for the decode attention kernel: one
+// (dtype, head dim) per translation unit, every row count in it.
+#pragma once
+
+#include "cuda/decode/decode_kernel.cuh"
+#include "cuda/decode_launch.h"
+
+namespace fastattn::cuda {
+
+template <typename Elem, int kHeadDim, int kRows>
+cudaError_t launch_decode_rows(const DecodeKernelParams& p, const DecodeChoice& c,
+                               cudaStream_t stream) {
+  using Traits = DecodeTraits<Elem, kHeadDim, kRows>;
+  // Above 48 KiB of dynamic shared memory a kernel must opt in (a host-side
+  // attribute write, per device, so it is repeated on every launch).
+  if (Traits::kSmemBytes > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        decode_split_kernel<Traits>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        Traits::kSmemBytes);
+    if (err != cudaSuccess) return err;
+  }
+  const dim3 grid(c.num_splits, p.heads_kv * c.row_chunks, p.batch);
+  decode_split_kernel<Traits><<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename Elem, int kHeadDim>
+cudaError_t launch_decode_attention(const DecodeKernelParams& p, const DecodeChoice& c,
+                                    cudaStream_t stream) {
+  switch (c.rows) {
+    case 1: return launch_decode_rows<Elem, kHeadDim, 1>(p, c, stream);
+    case 2: return launch_decode_rows<Elem, kHeadDim, 2>(p, c, stream);
+    case 4: return launch_decode_rows<Elem, kHeadDim, 4>(p, c, stream);
+    case 8: return launch_decode_rows<Elem, kHeadDim, 8>(p, c, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+template <typename Elem, int kHeadDim, int kRows>
+cudaError_t occupancy_rows(int* blocks) {
+  using Traits = DecodeTraits<Elem, kHeadDim, kRows>;
+  if (Traits::kSmemBytes > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(
+        decode_split_kernel<Traits>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        Traits::kSmemBytes);
+    if (err != cudaSuccess) return err;
+  }
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_split_kernel<Traits>,
+                                                       Traits::kThreads, Traits::kSmemBytes);
+}
+
+template <typename Elem, int kHeadDim>
+cudaError_t decode_occupancy(int rows, int* blocks) {
+  switch (rows) {
+    case 1: return occupancy_rows<Elem, kHeadDim, 1>(blocks);
+    case 2: return occupancy_rows<Elem, kHeadDim, 2>(blocks);
+    case 4: return occupancy_rows<Elem, kHeadDim, 4>(blocks);
+    case 8: return occupancy_rows<Elem, kHeadDim, 8>(blocks);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace fastattn::cuda
+
+// Defines the two entry points of one (dtype, head dim).
+#define FASTATTN_DECODE_INSTANCE(ELEM, HEAD_DIM)                                              \
+  namespace fastattn::cuda {                                                                  \
+  template <>                                                                                 \
+  cudaError_t run_decode_attention<ELEM, HEAD_DIM>(const DecodeKernelParams& p,               \
+                                                   const DecodeChoice& c, cudaStream_t s) {   \
+    return launch_decode_attention<ELEM, HEAD_DIM>(p, c, s);                                  \
+  }                                                                                           \
+  template <>                                                                                 \
+  cudaError_t decode_attention_occupancy<ELEM, HEAD_DIM>(int rows, int* blocks) {             \
+    return decode_occupancy<ELEM, HEAD_DIM>(rows, blocks);                                    \
+  }                                                                                           \
+  }

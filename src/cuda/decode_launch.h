@@ -1,0 +1,32 @@
+// Launch side of the CUDA decode path and of the GPU merge of states.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "api/params.h"
+#include "cuda/decode/decode_params.h"
+#include "cuda/host/decode_select.h"
+
+namespace fastattn::cuda {
+
+// Resident blocks per SM of the attention kernel `choice` selects (the
+// planner's input), from the runtime's occupancy calculator.
+cudaError_t decode_blocks_per_sm(DType dtype, const DecodeChoice& choice, int* blocks);
+
+// Append (when p has new tokens), attention over the splits, merge of the
+// splits (when more than one). `workspace` holds choice.workspace_bytes.
+// Allocates nothing, never synchronises the host.
+cudaError_t launch_decode(const DecodeChoice& choice, const DecodeParams& p, void* workspace,
+                          cudaStream_t stream);
+
+// fa_merge_states for tensors on one GPU.
+cudaError_t launch_merge(const MergeParams& p, cudaStream_t stream);
+
+// One file per (dtype, padded head dim) under src/cuda/instances/.
+template <typename Elem, int kHeadDim>
+cudaError_t run_decode_attention(const DecodeKernelParams& p, const DecodeChoice& choice,
+                                 cudaStream_t stream);
+template <typename Elem, int kHeadDim>
+cudaError_t decode_attention_occupancy(int rows, int* blocks);
+
+}  // namespace fastattn::cuda

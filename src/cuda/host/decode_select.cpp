@@ -1,0 +1,123 @@
+#include "cuda/host/decode_select.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+
+#include "cuda/host/chunk_check.h"
+#include "fastattn/fastattn.h"
+
+namespace fastattn::cuda {
+namespace {
+
+constexpr const char* kWho = "the CUDA decode path";
+
+uint64_t align256(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
+
+}  // namespace
+
+Status choose_decode_kernel(int capability, const DecodeParams& p, DecodeChoice* out) {
+  const AttentionParams& a = p.attn;
+  if (a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) {
+    return Status::unsupported(
+        "q: dtype float32 is not supported by the CUDA backend; allowed: float16, bfloat16 "
+        "(float32 runs on FA_BACKEND_CPU)");
+  }
+  if (capability < 70) {
+    std::ostringstream m;
+    m << "device: compute capability " << capability / 10 << "." << capability % 10
+      << " has no CUDA decode path; allowed: 7.0 and newer";
+    return Status::unsupported(m.str());
+  }
+  if (a.seqlen_q > FA_MAX_DECODE_QUERIES) {
+    std::ostringstream m;
+    m << "q: Lq = " << a.seqlen_q << " new queries per sequence; the CUDA decode path takes 1 to "
+      << FA_MAX_DECODE_QUERIES << " (longer chunks are prefill: fa_attention_forward)";
+    return Status::unsupported(m.str());
+  }
+  int head_dim = 0;
+  for (int d : {64, 128, 256}) {
+    if (a.head_dim <= d) {
+      head_dim = d;
+      break;
+    }
+  }
+  if (head_dim == 0 || a.head_dim % 8 != 0) {
+    std::ostringstream m;
+    m << "q: head dim " << a.head_dim << " is not supported on CUDA; allowed: multiples of 8 up "
+      << "to 256";
+    return Status::unsupported(m.str());
+  }
+  const int64_t rows_total = a.group_size() * a.seqlen_q;
+  int rows = 1;
+  while (rows < rows_total && rows < kDecodeRowsMax) rows *= 2;
+  const int64_t row_chunks = (rows_total + rows - 1) / rows;
+  if (a.batch > 65535 || a.heads_kv * row_chunks > 65535) {
+    std::ostringstream m;
+    m << "q: " << a.batch << " sequences and " << a.heads_kv * row_chunks
+      << " blocks of (KV head, " << rows << " query rows); the CUDA decode path allows at most "
+      << "65535 of each";
+    return Status::unsupported(m.str());
+  }
+  if (p.capacity > INT32_MAX) {
+    std::ostringstream m;
+    m << "k_cache: " << p.capacity << " keys per sequence; the CUDA decode path allows at most "
+      << INT32_MAX;
+    return Status::unsupported(m.str());
+  }
+  const KVLayout& kv = a.kv;
+  const int64_t k_outer = kv.page_table ? kv.k_page_stride : kv.k_batch_stride;
+  const int64_t v_outer = kv.page_table ? kv.v_page_stride : kv.v_batch_stride;
+  FA_RETURN_IF_ERROR(
+      check_chunked(kWho, "q", a.q, {a.q_batch_stride, a.q_row_stride, a.q_head_stride}));
+  FA_RETURN_IF_ERROR(
+      check_chunked(kWho, "out", a.out, {a.out_batch_stride, a.out_row_stride, a.out_head_stride}));
+  FA_RETURN_IF_ERROR(
+      check_chunked(kWho, "k_cache", kv.k, {k_outer, kv.k_row_stride, kv.k_head_stride}));
+  FA_RETURN_IF_ERROR(
+      check_chunked(kWho, "v_cache", kv.v, {v_outer, kv.v_row_stride, kv.v_head_stride}));
+  out->head_dim = head_dim;
+  out->rows = rows;
+  out->row_chunks = static_cast<int>(row_chunks);
+  out->num_splits = 1;
+  out->workspace_bytes = 0;
+  return Status::ok();
+}
+
+int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm) {
+  if (blocks <= 0) return 1;
+  const int64_t resident = int64_t(std::max(sms, 1)) * std::max(blocks_per_sm, 1);
+  // At most ~4 waves: past that the last wave's tail is already small.
+  const int64_t limit = std::min<int64_t>(
+      {FA_MAX_DECODE_SPLITS, std::max<int64_t>(1, max_keys / kMinKeysPerSplit),
+       std::max<int64_t>(1, (4 * resident + blocks - 1) / blocks)});
+  // Efficiency of s splits: the fraction of the slots busy over all waves
+  // (every block reads about the same number of keys).
+  auto efficiency = [&](int64_t s) {
+    const double waves = double(blocks * s) / double(resident);
+    return waves / std::ceil(waves);
+  };
+  // The fewest splits that keep 90% of the slots busy: each split adds a
+  // partial state to write and merge. Failing that, the best.
+  int64_t best = 1;
+  for (int64_t s = 1; s <= limit; ++s) {
+    if (efficiency(s) >= 0.9) return static_cast<int>(s);
+    if (efficiency(s) > efficiency(best)) best = s;
+  }
+  return static_cast<int>(best);
+}
+
+uint64_t decode_workspace_lse_offset(const DecodeParams& p, int num_splits) {
+  const AttentionParams& a = p.attn;
+  return align256(uint64_t(num_splits) * a.batch * a.seqlen_q * a.heads_q * a.head_dim *
+                  sizeof(float));
+}
+
+uint64_t decode_workspace_bytes(const DecodeParams& p, int num_splits) {
+  if (num_splits <= 1) return 0;
+  const AttentionParams& a = p.attn;
+  return decode_workspace_lse_offset(p, num_splits) +
+         align256(uint64_t(num_splits) * a.batch * a.heads_q * a.seqlen_q * sizeof(float));
+}
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,4 @@
+// Decode attention, CUDA cores, fp16, head dim 64.
+#include "cuda/decode/decode_launch.cuh"
+
+FASTATTN_DECODE_INSTANCE(__half, 64)
