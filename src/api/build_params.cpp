@@ -246,100 +246,6 @@ Status build_attention_params(const fa_attention_args& a, OffsetsAccess offsets,
   return Status::ok();
 }
 
-Status build_paged_attention_params(const fa_paged_attention_args& a, AttentionParams* out) {
-  AttentionParams p;
-  FA_RETURN_IF_ERROR(check_tensor("q", a.q, 4));
-  FA_RETURN_IF_ERROR(check_tensor("k_cache", a.k_cache, 4));
-  FA_RETURN_IF_ERROR(check_tensor("v_cache", a.v_cache, 4));
-  FA_RETURN_IF_ERROR(check_tensor("out", a.out, 4));
-  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.k_cache, "k_cache"));
-  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.v_cache, "v_cache"));
-  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.out, "out"));
-  const int64_t b = a.q.shape[0], lq = a.q.shape[1], hq = a.q.shape[2], d = a.q.shape[3];
-  const int64_t num_pages = a.k_cache.shape[0], page_size = a.k_cache.shape[1];
-  const int64_t hkv = a.k_cache.shape[2];
-  if (b < 1 || lq < 1) {
-    std::ostringstream m;
-    m << "q: shape " << shape_string(a.q) << " needs B >= 1 and Lq >= 1";
-    return Status::invalid(str(m));
-  }
-  FA_RETURN_IF_ERROR(check_head_dim("q", d));
-  if (num_pages < 1 || page_size < 1) {
-    std::ostringstream m;
-    m << "k_cache: shape " << shape_string(a.k_cache)
-      << " needs num_pages >= 1 and page_size >= 1";
-    return Status::invalid(str(m));
-  }
-  FA_RETURN_IF_ERROR(check_shape("k_cache", a.k_cache, {num_pages, page_size, hkv, d},
-                                 "[num_pages, page_size, Hkv, D]"));
-  FA_RETURN_IF_ERROR(check_shape("v_cache", a.v_cache, {num_pages, page_size, hkv, d},
-                                 "[num_pages, page_size, Hkv, D] (like k_cache)"));
-  FA_RETURN_IF_ERROR(check_shape("out", a.out, {b, lq, hq, d}, "[B, Lq, Hq, D] (like q)"));
-  FA_RETURN_IF_ERROR(check_heads(hq, hkv));
-  FA_RETURN_IF_ERROR(take_lse(a.lse, {b, hq, lq}, "[B, Hq, Lq]", &p));
-  if (a.page_table == nullptr) return Status::invalid("page_table: is NULL; a page table is required");
-  if (a.seq_lens_k == nullptr) return Status::invalid("seq_lens_k: is NULL; key counts are required");
-  if (a.max_pages_per_seq < 1 || a.page_table_stride < a.max_pages_per_seq) {
-    std::ostringstream m;
-    m << "max_pages_per_seq = " << a.max_pages_per_seq << ", page_table_stride = "
-      << a.page_table_stride << ": need max_pages_per_seq >= 1 and page_table_stride >= "
-      << "max_pages_per_seq";
-    return Status::invalid(str(m));
-  }
-  int64_t max_k = 0;
-  for (int64_t s = 0; s < b; ++s) {
-    const int64_t len = a.seq_lens_k[s];
-    if (len < 0 || len > a.max_pages_per_seq * page_size) {
-      std::ostringstream m;
-      m << "seq_lens_k[" << s << "] = " << len << "; allowed: 0 to max_pages_per_seq * page_size = "
-        << a.max_pages_per_seq * page_size;
-      return Status::invalid(str(m));
-    }
-    const int64_t used_pages = (len + page_size - 1) / page_size;
-    for (int64_t pg = 0; pg < used_pages; ++pg) {
-      const int64_t entry = a.page_table[s * a.page_table_stride + pg];
-      if (entry < 0 || entry >= num_pages) {
-        std::ostringstream m;
-        m << "page_table[" << s << "][" << pg << "] = " << entry << "; allowed: 0 to "
-          << num_pages - 1 << " (k_cache has " << num_pages << " pages)";
-        return Status::invalid(str(m));
-      }
-    }
-    if (len > max_k) max_k = len;
-  }
-  p.dtype = to_dtype(a.q.dtype);
-  p.batch = b;
-  p.seqlen_q = lq;
-  p.seqlen_k = max_k;
-  p.heads_q = hq;
-  p.heads_kv = hkv;
-  p.head_dim = d;
-  p.q = a.q.data;
-  p.q_batch_stride = a.q.strides[0];
-  p.q_row_stride = a.q.strides[1];
-  p.q_head_stride = a.q.strides[2];
-  p.out = a.out.data;
-  p.out_batch_stride = a.out.strides[0];
-  p.out_row_stride = a.out.strides[1];
-  p.out_head_stride = a.out.strides[2];
-  p.kv.k = a.k_cache.data;
-  p.kv.v = a.v_cache.data;
-  p.kv.k_page_stride = a.k_cache.strides[0];
-  p.kv.k_row_stride = a.k_cache.strides[1];
-  p.kv.k_head_stride = a.k_cache.strides[2];
-  p.kv.v_page_stride = a.v_cache.strides[0];
-  p.kv.v_row_stride = a.v_cache.strides[1];
-  p.kv.v_head_stride = a.v_cache.strides[2];
-  p.kv.page_table = a.page_table;
-  p.kv.page_table_stride = a.page_table_stride;
-  p.kv.page_size = page_size;
-  p.seqlens_k = a.seq_lens_k;
-  FA_RETURN_IF_ERROR(build_mask_params(a.mask, &p.mask));
-  FA_RETURN_IF_ERROR(check_scale_and_softcap(a.softmax_scale, a.softcap, d, &p));
-  *out = p;
-  return Status::ok();
-}
-
 Status build_merge_params(const fa_merge_args& a, MergeParams* out) {
   if (a.num_states < 1 || a.num_states > MergeParams::kMaxStates) {
     std::ostringstream m;
@@ -399,43 +305,62 @@ Status check_capacity(const char* what, int64_t capacity, bool overflowed) {
 }
 
 // Paged cache: k_cache, v_cache [num_pages, page_size, Hkv, D] behind a page
-// table of max_pages_per_seq entries per sequence.
-Status take_paged_cache(const fa_decode_args& a, int64_t batch, int64_t d, DecodeParams* p) {
-  const int64_t num_pages = a.k_cache.shape[0], page_size = a.k_cache.shape[1];
-  const int64_t hkv = a.k_cache.shape[2];
+// table of max_pages_per_seq entries per sequence (row stride
+// page_table_stride). Fills the layout and the keys one sequence can hold.
+Status take_paged_layout(const fa_tensor& k_cache, const fa_tensor& v_cache,
+                         const int32_t* page_table, int64_t page_table_stride,
+                         int64_t max_pages_per_seq, int64_t batch, int64_t d, KVLayout* kv,
+                         int64_t* capacity) {
+  const int64_t num_pages = k_cache.shape[0], page_size = k_cache.shape[1];
+  const int64_t hkv = k_cache.shape[2];
   if (num_pages < 1 || page_size < 1) {
     std::ostringstream m;
-    m << "k_cache: shape " << shape_string(a.k_cache)
-      << " needs num_pages >= 1 and page_size >= 1";
+    m << "k_cache: shape " << shape_string(k_cache) << " needs num_pages >= 1 and page_size >= 1";
     return Status::invalid(str(m));
   }
-  FA_RETURN_IF_ERROR(check_shape("k_cache", a.k_cache, {num_pages, page_size, hkv, d},
+  FA_RETURN_IF_ERROR(check_shape("k_cache", k_cache, {num_pages, page_size, hkv, d},
                                  "[num_pages, page_size, Hkv, D] (paged: page_table is set)"));
-  FA_RETURN_IF_ERROR(check_shape("v_cache", a.v_cache, {num_pages, page_size, hkv, d},
+  FA_RETURN_IF_ERROR(check_shape("v_cache", v_cache, {num_pages, page_size, hkv, d},
                                  "[num_pages, page_size, Hkv, D] (like k_cache)"));
   int64_t table_extent = 0;
-  if (a.max_pages_per_seq < 1 || a.page_table_stride < a.max_pages_per_seq ||
-      __builtin_mul_overflow(batch - 1, a.page_table_stride, &table_extent)) {
+  if (max_pages_per_seq < 1 || page_table_stride < max_pages_per_seq ||
+      __builtin_mul_overflow(batch - 1, page_table_stride, &table_extent)) {
     std::ostringstream m;
-    m << "max_pages_per_seq = " << a.max_pages_per_seq << ", page_table_stride = "
-      << a.page_table_stride << ": need max_pages_per_seq >= 1 and page_table_stride >= "
+    m << "max_pages_per_seq = " << max_pages_per_seq << ", page_table_stride = "
+      << page_table_stride << ": need max_pages_per_seq >= 1 and page_table_stride >= "
       << "max_pages_per_seq (and the table of B rows within int64 offsets)";
     return Status::invalid(str(m));
   }
-  int64_t capacity = 0;
-  const bool overflowed = __builtin_mul_overflow(a.max_pages_per_seq, page_size, &capacity);
-  FA_RETURN_IF_ERROR(check_capacity("max_pages_per_seq * page_size", capacity, overflowed));
-  p->capacity = capacity;
-  KVLayout& kv = p->attn.kv;
-  kv.k_page_stride = a.k_cache.strides[0];
-  kv.k_row_stride = a.k_cache.strides[1];
-  kv.k_head_stride = a.k_cache.strides[2];
-  kv.v_page_stride = a.v_cache.strides[0];
-  kv.v_row_stride = a.v_cache.strides[1];
-  kv.v_head_stride = a.v_cache.strides[2];
-  kv.page_table = a.page_table;
-  kv.page_table_stride = a.page_table_stride;
-  kv.page_size = page_size;
+  const bool overflowed = __builtin_mul_overflow(max_pages_per_seq, page_size, capacity);
+  FA_RETURN_IF_ERROR(check_capacity("max_pages_per_seq * page_size", *capacity, overflowed));
+  kv->k = k_cache.data;
+  kv->v = v_cache.data;
+  kv->k_page_stride = k_cache.strides[0];
+  kv->k_row_stride = k_cache.strides[1];
+  kv->k_head_stride = k_cache.strides[2];
+  kv->v_page_stride = v_cache.strides[0];
+  kv->v_row_stride = v_cache.strides[1];
+  kv->v_head_stride = v_cache.strides[2];
+  kv->page_table = page_table;
+  kv->page_table_stride = page_table_stride;
+  kv->page_size = page_size;
+  return Status::ok();
+}
+
+// The page-table entries sequence b uses for `keys` keys all name a page of
+// the cache (checked where the table is read on the host).
+Status check_pages_used(const KVLayout& kv, int64_t b, int64_t keys, int64_t num_pages) {
+  const int64_t used_pages = (keys + kv.page_size - 1) / kv.page_size;
+  for (int64_t pg = 0; pg < used_pages; ++pg) {
+    const int64_t entry = kv.page_table[b * kv.page_table_stride + pg];
+    if (entry < 0 || entry >= num_pages) {
+      std::ostringstream m;
+      m << "page_table[" << b << "][" << pg << "] = " << entry << "; allowed: 0 to "
+        << num_pages - 1 << " (k_cache has " << num_pages << " pages; sequence " << b
+        << " uses " << used_pages << ")";
+      return Status::invalid(str(m));
+    }
+  }
   return Status::ok();
 }
 
@@ -582,19 +507,7 @@ Status check_decode_contents(const DecodeParams& p, int64_t num_pages) {
       m << "; allowed: 0 to " << p.capacity - p.new_tokens;
       return Status::invalid(str(m));
     }
-    if (kv.page_table) {
-      const int64_t used_pages = (len + p.new_tokens + kv.page_size - 1) / kv.page_size;
-      for (int64_t pg = 0; pg < used_pages; ++pg) {
-        const int64_t entry = kv.page_table[b * kv.page_table_stride + pg];
-        if (entry < 0 || entry >= num_pages) {
-          std::ostringstream m;
-          m << "page_table[" << b << "][" << pg << "] = " << entry << "; allowed: 0 to "
-            << num_pages - 1 << " (k_cache has " << num_pages << " pages; sequence " << b
-            << " uses " << used_pages << ")";
-          return Status::invalid(str(m));
-        }
-      }
-    }
+    if (kv.page_table) FA_RETURN_IF_ERROR(check_pages_used(kv, b, len + p.new_tokens, num_pages));
     if (p.rotary.style != RotaryStyle::kNone && len + p.new_tokens > p.rotary.max_position) {
       std::ostringstream m;
       m << "cache_seqlens[" << b << "] = " << len << " with Lq = " << p.new_tokens
@@ -608,6 +521,66 @@ Status check_decode_contents(const DecodeParams& p, int64_t num_pages) {
 }
 
 }  // namespace
+
+Status build_paged_attention_params(const fa_paged_attention_args& a, AttentionParams* out) {
+  AttentionParams p;
+  FA_RETURN_IF_ERROR(check_tensor("q", a.q, 4));
+  FA_RETURN_IF_ERROR(check_tensor("k_cache", a.k_cache, 4));
+  FA_RETURN_IF_ERROR(check_tensor("v_cache", a.v_cache, 4));
+  FA_RETURN_IF_ERROR(check_tensor("out", a.out, 4));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.k_cache, "k_cache"));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.v_cache, "v_cache"));
+  FA_RETURN_IF_ERROR(check_same_dtype(a.q, a.out, "out"));
+  const int64_t b = a.q.shape[0], lq = a.q.shape[1], hq = a.q.shape[2], d = a.q.shape[3];
+  const int64_t hkv = a.k_cache.shape[2];
+  if (b < 1 || lq < 1) {
+    std::ostringstream m;
+    m << "q: shape " << shape_string(a.q) << " needs B >= 1 and Lq >= 1";
+    return Status::invalid(str(m));
+  }
+  FA_RETURN_IF_ERROR(check_head_dim("q", d));
+  if (a.page_table == nullptr) return Status::invalid("page_table: is NULL; a page table is required");
+  if (a.seq_lens_k == nullptr) return Status::invalid("seq_lens_k: is NULL; key counts are required");
+  int64_t capacity = 0;
+  FA_RETURN_IF_ERROR(take_paged_layout(a.k_cache, a.v_cache, a.page_table, a.page_table_stride,
+                                       a.max_pages_per_seq, b, d, &p.kv, &capacity));
+  FA_RETURN_IF_ERROR(check_shape("out", a.out, {b, lq, hq, d}, "[B, Lq, Hq, D] (like q)"));
+  FA_RETURN_IF_ERROR(check_heads(hq, hkv));
+  FA_RETURN_IF_ERROR(take_lse(a.lse, {b, hq, lq}, "[B, Hq, Lq]", &p));
+  const int64_t num_pages = a.k_cache.shape[0];
+  int64_t max_k = 0;
+  for (int64_t s = 0; s < b; ++s) {
+    const int64_t len = a.seq_lens_k[s];
+    if (len < 0 || len > capacity) {
+      std::ostringstream m;
+      m << "seq_lens_k[" << s << "] = " << len << "; allowed: 0 to max_pages_per_seq * page_size = "
+        << capacity;
+      return Status::invalid(str(m));
+    }
+    FA_RETURN_IF_ERROR(check_pages_used(p.kv, s, len, num_pages));
+    if (len > max_k) max_k = len;
+  }
+  p.dtype = to_dtype(a.q.dtype);
+  p.batch = b;
+  p.seqlen_q = lq;
+  p.seqlen_k = max_k;
+  p.heads_q = hq;
+  p.heads_kv = hkv;
+  p.head_dim = d;
+  p.q = a.q.data;
+  p.q_batch_stride = a.q.strides[0];
+  p.q_row_stride = a.q.strides[1];
+  p.q_head_stride = a.q.strides[2];
+  p.out = a.out.data;
+  p.out_batch_stride = a.out.strides[0];
+  p.out_row_stride = a.out.strides[1];
+  p.out_head_stride = a.out.strides[2];
+  p.seqlens_k = a.seq_lens_k;
+  FA_RETURN_IF_ERROR(build_mask_params(a.mask, &p.mask));
+  FA_RETURN_IF_ERROR(check_scale_and_softcap(a.softmax_scale, a.softcap, d, &p));
+  *out = p;
+  return Status::ok();
+}
 
 Status build_decode_params(const fa_decode_args& a, OffsetsAccess offsets, DecodeParams* out) {
   DecodeParams p;
@@ -633,7 +606,9 @@ Status build_decode_params(const fa_decode_args& a, OffsetsAccess offsets, Decod
     return Status::invalid(str(m));
   }
   if (a.page_table != nullptr) {
-    FA_RETURN_IF_ERROR(take_paged_cache(a, b, d, &p));
+    FA_RETURN_IF_ERROR(take_paged_layout(a.k_cache, a.v_cache, a.page_table,
+                                         a.page_table_stride, a.max_pages_per_seq, b, d,
+                                         &p.attn.kv, &p.capacity));
   } else {
     FA_RETURN_IF_ERROR(take_contiguous_cache(a, b, d, &p));
   }

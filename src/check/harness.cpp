@@ -88,35 +88,6 @@ std::string at(int64_t b, int64_t i, int64_t h, int64_t e = -1) {
   return s.str();
 }
 
-double max_abs_diff(const Result& a, const Result& b, bool lse) {
-  double m = 0;
-  const auto& x = lse ? a.lse : a.out;
-  const auto& y = lse ? b.lse : b.out;
-  for (size_t s = 0; s < x.size(); ++s) {
-    for (size_t i = 0; i < x[s].size(); ++i) {
-      if (std::isinf(y[s][i])) continue;  // fully masked row, checked exactly elsewhere
-      m = std::max(m, double(std::fabs(x[s][i] - y[s][i])));
-      if (std::isnan(x[s][i])) return std::numeric_limits<double>::infinity();
-    }
-  }
-  return m;
-}
-
-// FlashAttention's slack for the dtype's rounding near the values: computed
-// in float32, as the rule's reference output is.
-double rounding_atol(const Result& ref, bool lse) {
-  double m = 0;
-  for (const auto& seq : lse ? ref.lse : ref.out) {
-    for (float x : seq) {
-      if (std::isinf(x)) continue;
-      volatile float y = x + 0.3f;
-      y = y - 0.3f;
-      m = std::max(m, double(std::fabs(y - x)));
-    }
-  }
-  return 2 * m;
-}
-
 }  // namespace
 
 std::string describe(const Case& c) {

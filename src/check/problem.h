@@ -32,6 +32,13 @@ struct Result {
 
 Problem make_problem(const Case& c, std::mt19937_64& rng);
 
+// The parts of FlashAttention's rule: max |a - b| over outputs or LSE (rows
+// where b is infinite skipped: they are checked exactly; NaN in a gives
+// infinity), and the slack for float32 rounding near ref's values,
+// 2 * max |ref + 0.3 - 0.3 - ref|.
+double max_abs_diff(const Result& a, const Result& b, bool lse);
+double rounding_atol(const Result& ref, bool lse);
+
 // Float64 reference through FA_BACKEND_CPU_REFERENCE (varlen form, float32
 // storage). Returns false with `error` set if the library refused.
 bool reference_result(const Problem& p, Result* out, std::string* error);

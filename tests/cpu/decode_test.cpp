@@ -298,33 +298,6 @@ testing::AssertionResult read_result(const Inputs& in, check::Result* got) {
   return testing::AssertionSuccess();
 }
 
-double max_abs_diff(const check::Result& a, const check::Result& ref, bool lse) {
-  double m = 0;
-  const auto& x = lse ? a.lse : a.out;
-  const auto& y = lse ? ref.lse : ref.out;
-  for (size_t b = 0; b < x.size(); ++b) {
-    for (size_t i = 0; i < x[b].size(); ++i) {
-      if (std::isinf(y[b][i])) continue;  // rows that see no key: checked exactly
-      const double d = std::fabs(double(x[b][i]) - double(y[b][i]));
-      if (!(d <= m)) m = d;  // NaN stays the maximum
-    }
-  }
-  return m;
-}
-
-double rounding_atol(const check::Result& ref, bool lse) {
-  double m = 0;
-  for (const auto& seq : lse ? ref.lse : ref.out) {
-    for (float x : seq) {
-      if (std::isinf(x)) continue;
-      volatile float y = x + 0.3f;
-      y = y - 0.3f;
-      m = std::max(m, double(std::fabs(y - x)));
-    }
-  }
-  return 2 * m;
-}
-
 // FlashAttention's rule (src/check/harness.h): max|O - ref| <= 2 max|O_lp -
 // ref| + atol for outputs and LSE; rows that see no key exactly 0 and -inf.
 testing::AssertionResult judge(const check::Problem& p, const check::Result& got) {
@@ -350,9 +323,11 @@ testing::AssertionResult judge(const check::Problem& p, const check::Result& got
       }
     }
   }
-  const double err = max_abs_diff(got, ref, false), lse_err = max_abs_diff(got, ref, true);
-  const double tol = 2 * max_abs_diff(lp, ref, false) + rounding_atol(ref, false);
-  const double lse_tol = 2 * max_abs_diff(lp, ref, true) + rounding_atol(ref, true);
+  const double err = check::max_abs_diff(got, ref, false);
+  const double lse_err = check::max_abs_diff(got, ref, true);
+  const double tol = 2 * check::max_abs_diff(lp, ref, false) + check::rounding_atol(ref, false);
+  const double lse_tol =
+      2 * check::max_abs_diff(lp, ref, true) + check::rounding_atol(ref, true);
   if (err <= tol && lse_err <= lse_tol) return testing::AssertionSuccess();
   return testing::AssertionFailure() << "max|O-ref| " << err << " (tol " << tol << "), max|LSE-ref| "
                                      << lse_err << " (tol " << lse_tol << ")";

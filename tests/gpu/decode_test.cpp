@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "check/device_copy.h"
+#include "check/problem.h"
 #include "common/scalar_convert.h"
 #include "fastattn/fastattn.h"
 
@@ -320,17 +321,6 @@ double max_diff(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
-double rounding_atol(const std::vector<float>& ref) {
-  double m = 0;
-  for (float x : ref) {
-    if (std::isinf(x)) continue;
-    volatile float y = x + 0.3f;
-    y = y - 0.3f;
-    m = std::max(m, double(std::fabs(y - x)));
-  }
-  return 2 * m;
-}
-
 // Query head h of token i, rotated at its position when the call rotates.
 std::vector<float> query_row(const Problem& p, int64_t b, int64_t i, int64_t h) {
   const Spec& s = p.s;
@@ -422,11 +412,14 @@ void expect_matches_reference(const Problem& p, Outputs* gpu_out = nullptr) {
   plain_low_precision(p, ref, &lp.out, &lp.lse);
   ASSERT_EQ(gpu.status, FA_STATUS_OK) << describe(p.s) << ": " << gpu.error;
   for (float x : gpu.out) ASSERT_FALSE(std::isnan(x)) << describe(p.s) << ": NaN or unwritten";
-  const double tol = 2 * max_diff(lp.out, ref.out) + rounding_atol(ref.out);
+  const fastattn::check::Result ref_flat{{ref.out}, {ref.lse}};
+  const double tol =
+      2 * max_diff(lp.out, ref.out) + fastattn::check::rounding_atol(ref_flat, false);
   EXPECT_LE(max_diff(gpu.out, ref.out), tol) << describe(p.s) << " splits " << gpu.splits;
   if (p.s.lse) {
     for (float x : gpu.lse) ASSERT_FALSE(std::isnan(x)) << describe(p.s) << ": LSE NaN";
-    const double lse_tol = 2 * max_diff(lp.lse, ref.lse) + rounding_atol(ref.lse);
+    const double lse_tol =
+        2 * max_diff(lp.lse, ref.lse) + fastattn::check::rounding_atol(ref_flat, true);
     EXPECT_LE(max_diff(gpu.lse, ref.lse), lse_tol) << describe(p.s) << " splits " << gpu.splits;
     for (size_t i = 0; i < ref.lse.size(); ++i) {
       if (ref.lse[i] == -kInf) EXPECT_EQ(gpu.lse[i], -kInf) << describe(p.s) << " row " << i;
