@@ -4,19 +4,30 @@
 # kernel driver when FASTATTN_CUDA_BUILD_DRIVER.
 include_guard(GLOBAL)
 
+include(CheckLanguage)
+check_language(CUDA)
+execute_process(COMMAND ${CMAKE_CUDA_COMPILER} --version OUTPUT_VARIABLE _nvcc_version)
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-  include(CheckLanguage)
-  check_language(CUDA)
   # Native code for every family the toolkit supports among Volta (CUDA 12
   # only), Turing, Ampere, Ada and Hopper, plus PTX of the newest for GPUs
-  # after it. Kernels without a path for an architecture compile to empty
-  # bodies there; the host never launches them (see cuda/host/fwd_select).
-  execute_process(COMMAND ${CMAKE_CUDA_COMPILER} --version OUTPUT_VARIABLE _nvcc_version)
+  # after it. Kernels without a path for an architecture compile to bodies
+  # that trap there; the host never launches them (see cuda/host/fwd_select).
+  # Every path is also compiled for every newer architecture, so the Volta and
+  # Turing paths can be forced (and tested) on any newer GPU.
   set(_archs "75-real;80-real;86-real;89-real;90a-real;90-virtual")
   if(_nvcc_version MATCHES "release 12\\.")
     list(PREPEND _archs "70-real")
+  else()
+    message(STATUS "fastattn: no sm_70 (Volta) code: CUDA 13 and newer cannot compile for it, "
+                   "a CUDA 12.x toolkit can. The Volta path is still built for the newer "
+                   "architectures, where it can be forced for checking.")
   endif()
   set(CMAKE_CUDA_ARCHITECTURES "${_archs}" CACHE STRING "CUDA architectures")
+endif()
+if(CMAKE_CUDA_ARCHITECTURES MATCHES "(^|;)70" AND NOT _nvcc_version MATCHES "release 12\\.")
+  message(FATAL_ERROR "CMAKE_CUDA_ARCHITECTURES includes 70 (Volta), which only a CUDA 12.x "
+                      "toolkit can compile for (${CMAKE_CUDA_COMPILER} is not one); use CUDA 12.x "
+                      "for Volta, or leave 70 out")
 endif()
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)

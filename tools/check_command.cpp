@@ -46,6 +46,11 @@ CLI::App* add_check_command(CLI::App& app, check_cli& cli) {
   cmd->add_option("--threads", cli.threads, "CPU worker threads, 0 = all available")
       ->capture_default_str()
       ->check(integer_at_least(0));
+  cmd->add_option("--cuda-path", cli.cuda_path,
+                  "CUDA kernel family: 0 = by device, 70 (Volta), 75 (Turing), 80 (Ampere and newer); "
+                  "70 and 75 run the bfloat16 cases in float16, as they take no bfloat16")
+      ->capture_default_str()
+      ->check(CLI::IsMember({0, 70, 75, 80}));
   cmd->add_flag("-v,--verbose", cli.verbose, "Print every case, not only the failures");
   cmd->add_flag("--json", cli.json, "One JSON line per case; the summary line goes to stderr");
   return cmd;
@@ -63,7 +68,14 @@ int run_check_command(const check_cli& cli) {
   options.backend = backend;
   options.num_threads = cli.threads;
 
-  const std::vector<check::Case> matrix = check::matrix_for(backend, cli.quick);
+  options.cuda_path = cli.cuda_path;
+
+  std::vector<check::Case> matrix = check::matrix_for(backend, cli.quick);
+  if (cli.cuda_path == FA_CUDA_PATH_SM70 || cli.cuda_path == FA_CUDA_PATH_SM75) {
+    for (check::Case& c : matrix) {
+      if (c.dtype == FA_DTYPE_BFLOAT16) c.dtype = FA_DTYPE_FLOAT16;
+    }
+  }
   // Indices into the full matrix, so that a case keeps its seed under --filter
   // and a failure reproduces with `--filter <its description> --seed <seed>`.
   std::vector<size_t> selected;
@@ -74,7 +86,7 @@ int run_check_command(const check_cli& cli) {
   }
   if (!cli.json) {
     std::cout << "checking " << selected.size() << " of " << matrix.size() << " cases on " << device_label(backend)
-              << ", seed " << cli.seed << (cli.quick ? ", quick" : "") << "\n";
+              << (cli.cuda_path ? strprintf(", path sm%d", cli.cuda_path) : std::string()) << ", seed " << cli.seed << (cli.quick ? ", quick" : "") << "\n";
   }
 
   progress_line progress(!cli.json);

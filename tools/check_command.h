@@ -17,6 +17,7 @@ struct check_cli {
   bool verbose = false;
   bool json = false;
   int32_t threads = 0;
+  int32_t cuda_path = 0;  // an fa_cuda_path
 };
 
 CLI::App* add_check_command(CLI::App& app, check_cli& cli);

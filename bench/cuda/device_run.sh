@@ -1,8 +1,12 @@
 #!/bin/bash
 # One call on a GPU machine: the gpu-labelled tests, `fastattn check --device
-# cuda`, compute-sanitizer on a subset, and the prefill and decode benchmarks
-# with their peers. Expects a CUDA build (built elsewhere) in $BUILD; logs go to $OUT.
-#   BUILD=build-cuda OUT=/tmp/out COMMIT=<sha> bash bench/cuda/device_run.sh
+# cuda` (automatic and each forced path), compute-sanitizer on a subset, the
+# prefill and decode benchmarks with their peers, the Turing proxy run and the
+# ncu profile of every path. Expects a CUDA build (built elsewhere) in $BUILD;
+# logs go to $OUT. PARTS picks what runs (default: all of them):
+#   BUILD=build-cuda OUT=/tmp/out COMMIT=<sha> PARTS="tests bench" bash bench/cuda/device_run.sh
+# parts: tests (ctest, check), sanitize (memcheck, racecheck), bench (prefill),
+# decode, proxy, profile
 set -o pipefail
 BUILD=${BUILD:-build-cuda}
 OUT=${OUT:-/tmp/fa_out}
@@ -16,32 +20,72 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,te
   --format=csv | tee "$OUT/gpu.txt"
 
 step() { echo "== $*" | tee -a "$OUT/steps.log"; }
+PARTS=${PARTS:-tests sanitize bench decode proxy profile}
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 
+if want tests; then
 step "ctest -L gpu"
 timeout 240 ctest --test-dir "$BUILD" -L gpu -j 8 --output-on-failure > "$OUT/ctest_gpu.log" 2>&1
 echo "ctest rc=$?" | tee -a "$OUT/steps.log"; tail -4 "$OUT/ctest_gpu.log"
 
-step "fastattn check --device cuda"
-timeout 200 "$BUILD/tools/fastattn" check --device cuda > "$OUT/check_cuda.log" 2>&1
-echo "check rc=$?" | tee -a "$OUT/steps.log"; tail -3 "$OUT/check_cuda.log"
+for path in 0 75 70; do
+  step "fastattn check --device cuda --cuda-path $path"
+  timeout 200 "$BUILD/tools/fastattn" check --device cuda --cuda-path $path > "$OUT/check_cuda_$path.log" 2>&1
+  echo "check path $path rc=$?" | tee -a "$OUT/steps.log"; tail -2 "$OUT/check_cuda_$path.log"
+done
 
+fi
+
+if want sanitize; then
 # Memcheck and racecheck on small cases: every shape class, masks, varlen,
-# strides, softcap, GQA, the graph/refusal tests, and every decode and merge test.
-SUBSET='*Decode*:*Merge*:Full/CudaMatrix.MatchesReference/*shape*:Full/CudaMatrix.MatchesReference/*varlen*:Full/CudaMatrix.MatchesReference/*strides*:Full/CudaMatrix.MatchesReference/*softcap*:Full/CudaMatrix.MatchesReference/*window*:Full/CudaMatrix.MatchesReference/*head_dim*:CudaCall.*'
+# strides, softcap, GQA, the graph/refusal tests, and every decode and merge
+# test; the shapes, head dims, windows and softcap with the sm75 and sm70
+# paths forced.
+SUBSET='*Decode*:*Merge*:CudaCall.*'
+for kind in shape varlen strides softcap window head_dim; do
+  SUBSET="$SUBSET:Full/CudaMatrix.MatchesReference/*${kind}*"
+done
+for suite in Sm75/CudaForcedPath Sm70/CudaForcedPath; do
+  for kind in shape softcap window head_dim; do
+    SUBSET="$SUBSET:$suite.MatchesReference/*${kind}*"
+  done
+done
 for tool in memcheck racecheck; do
   step "compute-sanitizer --tool $tool"
-  timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 \
+  timeout 280 compute-sanitizer --tool $tool --error-exitcode 9 \
     "$BUILD/tests/gpu_tests" --gtest_filter="$SUBSET" --gtest_brief=1 > "$OUT/sanitizer_one.log" 2>&1
   echo "$tool rc=$?" | tee -a "$OUT/steps.log"; tail -3 "$OUT/sanitizer_one.log"
   { echo "== $tool"; cat "$OUT/sanitizer_one.log"; } >> "$OUT/sanitizer.log"; rm "$OUT/sanitizer_one.log"
 done
+fi
 
+if want bench; then
 step "prefill benchmark"
 PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda/prefill_bench.py --lib "$BUILD/libfastattn.so" \
   --json "$OUT/prefill.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/prefill.log" 2>&1
 echo "bench rc=$?" | tee -a "$OUT/steps.log"
+fi
 
+if want decode; then
 step "decode benchmark"
 PYTHONUNBUFFERED=1 timeout 330 python3 bench/cuda/decode_bench.py --lib "$BUILD/libfastattn.so" \
   --json "$OUT/decode.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/decode.log" 2>&1
 echo "decode bench rc=$?" | tee -a "$OUT/steps.log"
+fi
+
+# The sm75 path forced on this GPU beside the memory-efficient backend: a
+# proxy for a T4, where no FlashAttention-2 runs.
+if want proxy; then
+step "Turing proxy benchmark (sm75 path forced, fp16)"
+PYTHONUNBUFFERED=1 timeout 300 python3 bench/cuda/prefill_bench.py --lib "$BUILD/libfastattn.so" \
+  --cuda-path 75 --dtypes fp16 --target mem_eff \
+  --json "$OUT/proxy_sm75.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/proxy_sm75.log" 2>&1
+echo "proxy bench rc=$?" | tee -a "$OUT/steps.log"
+fi
+
+if want profile; then
+step "ncu profile of each path"
+(cd bench/cuda && timeout 300 python3 path_profile.py --lib "$OLDPWD/$BUILD/libfastattn.so" \
+  --out "$OUT/profile") > "$OUT/path_profile.log" 2>&1
+echo "profile rc=$?" | tee -a "$OUT/steps.log"
+fi

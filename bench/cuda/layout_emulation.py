@@ -6,7 +6,7 @@ mapping into swizzled shared memory, the per-lane ldmatrix addresses
 the P register reuse and the epilogue staging, and compares S = Q K^T and
 O = S V with plain products on small integers (exact). Also checks that the
 key-tile range and the unmasked ("full") tiles chosen per query tile agree
-with MaskParams::key_range. Mirrors src/cuda/sm80/flash_fwd_kernel.cuh: keep
+with MaskParams::key_range. Mirrors src/cuda/fwd/m16n8_kernel.cuh: keep
 the two in step.  Run: python3 bench/cuda/layout_emulation.py
 """
 import random, itertools

@@ -18,6 +18,10 @@ Prints a line per row while running, then a table with ratios and a summary;
     PYTHONUNBUFFERED=1 python3 bench/cuda/prefill_bench.py \
         --lib build-cuda/libfastattn.so --json prefill.jsonl --commit SHA [--quick]
 
+--cuda-path forces one of our kernel families (70, 75, 80); --dtypes fp16 and
+--target mem_eff give the Turing proxy run: the sm75 path on a newer GPU beside
+the memory-efficient backend, the kernels that run on T4 and V100 today.
+
 The ctypes mirror of include/fastattn/fastattn.h is importable without torch
 (torch is imported in main()), so the layout can be checked on any machine.
 """
@@ -53,11 +57,11 @@ def flops(B, L, H, D, causal):
     return 4.0 * B * L * L * H * D / (2 if causal else 1)
 
 
-def grid(quick):
+def grid(quick, dtypes=("fp16", "bf16")):
     if quick:
         return [("fp16", 128, L, causal) for causal in (False, True) for L in (1024, 8192)]
     return [(dtype, D, L, causal)
-            for dtype in ("fp16", "bf16") for D in (64, 128) for causal in (False, True)
+            for dtype in dtypes for D in (64, 128) for causal in (False, True)
             for L in (512, 1024, 2048, 4096, 8192, 16384)]
 
 
@@ -114,7 +118,7 @@ def median_ms(torch, fn, warmup, repeats):
 class Ours:
     """One fa_attention_forward call over fixed tensors; the structs are built once per row."""
 
-    def __init__(self, lib, torch, q, k, v, out, causal, scale):
+    def __init__(self, lib, torch, q, k, v, out, causal, scale, cuda_path=0):
         fa_dtype = FA_DTYPE_FLOAT16 if q.dtype == torch.float16 else FA_DTYPE_BFLOAT16
         self.lib = lib
         self.keep = (q, k, v, out)  # the structs hold raw pointers into these
@@ -128,6 +132,7 @@ class Ours:
         self.args.softmax_scale = scale
         self.options = FaRunOptions()
         self.options.backend = FA_BACKEND_CUDA
+        self.options.cuda_path = cuda_path
         # Same stream as the events and the peers, so the timing brackets our kernel.
         self.options.cuda_stream = torch.cuda.current_stream().cuda_stream or None
 
@@ -215,7 +220,7 @@ def run_row(torch, lib, row, opts):
     # (B, H, L, D) views of the same storage: FlashAttention's own layout.
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
 
-    ours = Ours(lib, torch, q, k, v, out, causal, scale)
+    ours = Ours(lib, torch, q, k, v, out, causal, scale, opts.cuda_path)
     peers = {
         "flash": sdpa_peer(torch, SDPBackend.FLASH_ATTENTION, qt, kt, vt, causal, scale),
         "cudnn": sdpa_peer(torch, SDPBackend.CUDNN_ATTENTION, qt, kt, vt, causal, scale),
@@ -287,7 +292,8 @@ def write_json(fh, res, env):
 
 def print_table(results):
     head = (f"{'dtype':5} {'D':>4} {'L':>6} {'causal':>6} {'ours':>7} {'flash':>7} {'cudnn':>7} "
-            f"{'mem-eff':>7} {'naive':>7} {'/flash':>7} {'/cudnn':>7} {'/naive':>7} {'maxdiff':>9}")
+            f"{'mem-eff':>7} {'naive':>7} {'/flash':>7} {'/cudnn':>7} {'/memeff':>7} {'/naive':>7} "
+            f"{'maxdiff':>9}")
     print("\nTF/s (" + "4*B*L*L*H*D, halved when causal" + "); ratios are ours / peer", flush=True)
     print(head)
     print("-" * len(head))
@@ -295,7 +301,7 @@ def print_table(results):
         dtype_name, D, L, causal = res["row"]
         tf, st = res["tflops"], res["status"]
         cells = [fmt_tf(tf[n], st[n]) for n in IMPLS]
-        ratios = [fmt_ratio(ratio(tf["ours"], tf[n])) for n in ("flash", "cudnn", "naive")]
+        ratios = [fmt_ratio(ratio(tf["ours"], tf[n])) for n in ("flash", "cudnn", "mem_eff", "naive")]
         diff = f"{res['maxdiff']:.2e}" if res["maxdiff"] is not None else "-"
         if res["check"].startswith("MISMATCH"):
             diff += " MISMATCH"
@@ -303,19 +309,19 @@ def print_table(results):
               + " " + " ".join(f"{r:>7}" for r in ratios) + f" {diff:>9}", flush=True)
 
 
-def print_summary(results):
-    vs_flash = [ratio(r["tflops"]["ours"], r["tflops"]["flash"]) for r in results]
+def print_summary(results, target):
+    vs_target = [ratio(r["tflops"]["ours"], r["tflops"][target]) for r in results]
     vs_naive = [ratio(r["tflops"]["ours"], r["tflops"]["naive"]) for r in results]
-    known_flash = [x for x in vs_flash if x is not None]
+    known_target = [x for x in vs_target if x is not None]
     known_naive = [x for x in vs_naive if x is not None]
     print("\nsummary:", flush=True)
-    print(f"  min ours/flash over {len(known_flash)} of {len(results)} rows: "
-          + (f"{min(known_flash):.2f}x" if known_flash else "-"))
+    print(f"  min ours/{target} over {len(known_target)} of {len(results)} rows: "
+          + (f"{min(known_target):.2f}x" if known_target else "-"))
     print(f"  min ours/naive over {len(known_naive)} rows where naive ran: "
           + (f"{min(known_naive):.2f}x" if known_naive else "-"))
     # A row where either side did not run counts as not shown, hence not >= 1.0x.
-    all_ge = len(known_flash) == len(results) and all(x >= 1.0 for x in known_flash)
-    print(f"  every row >= 1.0x flash: {'yes' if all_ge else 'no'}", flush=True)
+    all_ge = len(known_target) == len(results) and all(x >= 1.0 for x in known_target)
+    print(f"  every row >= 1.0x {target}: {'yes' if all_ge else 'no'}", flush=True)
 
 
 def parse_args(argv):
@@ -327,12 +333,20 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per implementation (median reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     ap.add_argument("--quick", action="store_true", help="only fp16, D=128, L in {1024, 8192}, causal and not")
+    ap.add_argument("--cuda-path", type=int, default=0, choices=(0, 70, 75, 80),
+                    help="force our kernel family (fa_cuda_path); 0 = chosen by the device")
+    ap.add_argument("--dtypes", default="fp16,bf16", help="comma-separated subset of fp16,bf16")
+    ap.add_argument("--target", default="flash", choices=("flash", "cudnn", "mem_eff"),
+                    help="the peer the summary's >= 1.0x line compares with")
     ap.add_argument("--check", dest="check", action="store_true", default=True,
                     help="compare ours with SDPA flash per row before timing (default)")
     ap.add_argument("--no-check", dest="check", action="store_false", help="skip the comparison")
     opts = ap.parse_args(argv)
     if opts.repeats < 1 or opts.warmup < 0:
         ap.error("--repeats must be >= 1 and --warmup >= 0")
+    opts.dtypes = tuple(opts.dtypes.split(","))
+    if not opts.dtypes or any(d not in ("fp16", "bf16") for d in opts.dtypes):
+        ap.error("--dtypes takes fp16, bf16 or both, comma-separated")
     return opts
 
 
@@ -350,9 +364,11 @@ def main(argv=None):
                          "the library was built without the CUDA backend or sees no GPU")
 
     env = {"device": torch.cuda.get_device_name(), "driver": driver_version(), "cuda": torch.version.cuda,
-           "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(opts.commit)}
+           "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(opts.commit),
+           "cuda_path": opts.cuda_path}
     print(f"device {env['device']} | driver {env['driver']} | torch {env['torch']} | CUDA {env['cuda']} | "
-          f"cuDNN {env['cudnn']} | commit {env['commit']} | fastattn {lib.fa_version_string().decode()}",
+          f"cuDNN {env['cudnn']} | commit {env['commit']} | fastattn {lib.fa_version_string().decode()} | "
+          f"our path {'auto' if not opts.cuda_path else 'sm%d (forced)' % opts.cuda_path}",
           flush=True)
     print(f"FLOPs = 4*B*L*L*H*D, halved when causal; hidden 2048 (H = 2048/D), B*L = 16384; "
           f"median of {opts.repeats} event-timed calls after {opts.warmup} warm-ups "
@@ -361,7 +377,7 @@ def main(argv=None):
 
     fh = open(opts.json, "w") if opts.json else None
     results = []
-    for row in grid(opts.quick):
+    for row in grid(opts.quick, opts.dtypes):
         res = run_row(torch, lib, row, opts)
         results.append(res)
         print_row_line(res)
@@ -371,7 +387,7 @@ def main(argv=None):
         fh.close()
 
     print_table(results)
-    print_summary(results)
+    print_summary(results, opts.target)
     failed = [r for r in results if r["check"].startswith("MISMATCH") or r["status"]["ours"] != "ok"]
     if failed:
         print(f"\nFAILED: {len(failed)} row(s) with MISMATCH or an error from our call", flush=True)

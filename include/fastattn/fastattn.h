@@ -68,7 +68,9 @@ typedef enum fa_backend {
 /* CUDA kernel families; tests and benchmarks can force one. */
 typedef enum fa_cuda_path {
   FA_CUDA_PATH_AUTO = 0,
-  FA_CUDA_PATH_SM80 = 80 /* mma.sync m16n8k16 + cp.async: sm80 and newer */
+  FA_CUDA_PATH_SM70 = 70, /* mma.sync m8n8k4, float16: Volta and newer */
+  FA_CUDA_PATH_SM75 = 75, /* mma.sync m16n8k8 + ldmatrix, float16: Turing and newer */
+  FA_CUDA_PATH_SM80 = 80  /* mma.sync m16n8k16 + cp.async: sm80 and newer */
 } fa_cuda_path;
 
 typedef struct fa_run_options {

@@ -26,10 +26,13 @@ Status check_options(const fa_run_options* options) {
     m << "options.num_threads: " << options->num_threads << "; allowed: 0 (all cores) or more";
     return Status::invalid(m.str());
   }
-  if (options->cuda_path != FA_CUDA_PATH_AUTO && options->cuda_path != FA_CUDA_PATH_SM80) {
+  const int32_t path = options->cuda_path;
+  if (path != FA_CUDA_PATH_AUTO && path != FA_CUDA_PATH_SM70 && path != FA_CUDA_PATH_SM75 &&
+      path != FA_CUDA_PATH_SM80) {
     std::ostringstream m;
-    m << "options.cuda_path: " << options->cuda_path
-      << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM80 (80)";
+    m << "options.cuda_path: " << path
+      << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM70 (70), "
+         "FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80)";
     return Status::invalid(m.str());
   }
   return Status::ok();

@@ -11,9 +11,20 @@ namespace fastattn::cuda {
 namespace {
 
 template <int kHeadDim>
-cudaError_t run_dtype(const AttentionParams& a, const FwdParams& p, cudaStream_t stream) {
-  if (a.dtype == DType::kFloat16) return run_flash_fwd_sm80<__half, kHeadDim>(p, stream);
-  if (a.dtype == DType::kBFloat16) return run_flash_fwd_sm80<__nv_bfloat16, kHeadDim>(p, stream);
+cudaError_t run_path(FwdPath path, const AttentionParams& a, const FwdParams& p,
+                     cudaStream_t stream) {
+  const bool fp16 = a.dtype == DType::kFloat16;
+  switch (path) {
+    case FwdPath::kSm80:
+      return fp16 ? run_flash_fwd<FwdPath::kSm80, __half, kHeadDim>(p, stream)
+                  : run_flash_fwd<FwdPath::kSm80, __nv_bfloat16, kHeadDim>(p, stream);
+    case FwdPath::kSm75:
+      return fp16 ? run_flash_fwd<FwdPath::kSm75, __half, kHeadDim>(p, stream)
+                  : cudaErrorNotSupported;
+    case FwdPath::kSm70:
+      return fp16 ? run_flash_fwd<FwdPath::kSm70, __half, kHeadDim>(p, stream)
+                  : cudaErrorNotSupported;
+  }
   return cudaErrorNotSupported;
 }
 
@@ -58,11 +69,11 @@ cudaError_t launch_forward(const FwdChoice& choice, const AttentionParams& a,
   const FwdParams p = make_fwd_params(a);
   if (p.batch == 0 || p.heads_q == 0 || p.seqlen_q == 0) return cudaSuccess;
   switch (choice.head_dim) {
-    case 64: return run_dtype<64>(a, p, stream);
-    case 80: return run_dtype<80>(a, p, stream);
-    case 96: return run_dtype<96>(a, p, stream);
-    case 128: return run_dtype<128>(a, p, stream);
-    case 256: return run_dtype<256>(a, p, stream);
+    case 64: return run_path<64>(choice.path, a, p, stream);
+    case 80: return run_path<80>(choice.path, a, p, stream);
+    case 96: return run_path<96>(choice.path, a, p, stream);
+    case 128: return run_path<128>(choice.path, a, p, stream);
+    case 256: return run_path<256>(choice.path, a, p, stream);
     default: return cudaErrorNotSupported;
   }
 }

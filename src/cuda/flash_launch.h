@@ -1,10 +1,12 @@
-// Launch side of the CUDA forward path for sm80 and newer (A100, H100).
+// Launch side of the CUDA forward path: every kernel family (sm70, sm75,
+// sm80) behind one entry point.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include "api/params.h"
 #include "cuda/flash_params.h"
+#include "cuda/fwd/tile_config.h"
 #include "cuda/host/fwd_select.h"
 
 namespace fastattn::cuda {
@@ -23,9 +25,10 @@ cudaError_t launch_forward(const FwdChoice& choice, const AttentionParams& p,
 // bypass the API layer.
 cudaError_t flash_attention_sm80(const AttentionParams& p, cudaStream_t stream);
 
-// One instantiation per (dtype, padded head dim), each in its own file under
-// src/cuda/instances/ to keep nvcc processes small.
-template <typename Elem, int kHeadDim>
-cudaError_t run_flash_fwd_sm80(const FwdParams& p, cudaStream_t stream);
+// One instantiation per (path, dtype, padded head dim), each in its own file
+// under src/cuda/instances/ to keep nvcc processes small. sm70 and sm75 exist
+// for fp16 only.
+template <FwdPath kPath, typename Elem, int kHeadDim>
+cudaError_t run_flash_fwd(const FwdParams& p, cudaStream_t stream);
 
 }  // namespace fastattn::cuda

@@ -50,13 +50,49 @@ TEST(FwdSelect, SameChoiceOnEveryAmpereClassDevice) {
   EXPECT_EQ(refusal(90, 80, problem(128)), "");
 }
 
-TEST(FwdSelect, RefusesOlderDevicesFloat32AndUnknownPaths) {
-  EXPECT_NE(refusal(75, 0, problem(64)).find("compute capability 7.5"), std::string::npos);
-  EXPECT_NE(refusal(70, 80, problem(64)).find("compute capability 7.0"), std::string::npos);
+FwdPath chosen(int capability, int path, DType dtype = DType::kFloat16) {
+  AttentionParams p = problem(128);
+  p.dtype = dtype;
+  FwdChoice c;
+  EXPECT_TRUE(choose_fwd_kernel(capability, path, p, &c).is_ok()) << capability << " " << path;
+  return c.path;
+}
+
+TEST(FwdSelect, AutoTakesTheNewestFamilyTheDeviceRuns) {
+  EXPECT_EQ(chosen(70, 0), FwdPath::kSm70);
+  EXPECT_EQ(chosen(72, 0), FwdPath::kSm70);
+  EXPECT_EQ(chosen(75, 0), FwdPath::kSm75);
+  EXPECT_EQ(chosen(80, 0), FwdPath::kSm80);
+  EXPECT_EQ(chosen(90, 0, DType::kBFloat16), FwdPath::kSm80);
+}
+
+TEST(FwdSelect, OlderFamiliesCanBeForcedOnNewerDevices) {
+  EXPECT_EQ(chosen(90, FA_CUDA_PATH_SM75), FwdPath::kSm75);
+  EXPECT_EQ(chosen(90, FA_CUDA_PATH_SM70), FwdPath::kSm70);
+  EXPECT_EQ(chosen(75, FA_CUDA_PATH_SM70), FwdPath::kSm70);
+  EXPECT_NE(refusal(75, FA_CUDA_PATH_SM80, problem(64)).find("needs compute capability 8.0"),
+            std::string::npos);
+  EXPECT_NE(refusal(70, FA_CUDA_PATH_SM75, problem(64)).find("this device has 7.0"),
+            std::string::npos);
+}
+
+TEST(FwdSelect, OlderFamiliesRefuseBfloat16SayingWhy) {
+  AttentionParams bf16 = problem(64);
+  bf16.dtype = DType::kBFloat16;
+  EXPECT_NE(refusal(75, 0, bf16).find("q: dtype bfloat16 is not supported on the sm75 path: the "
+                                      "tensor cores of Turing GPUs have no bfloat16 MMA"),
+            std::string::npos);
+  EXPECT_NE(refusal(90, FA_CUDA_PATH_SM70, bf16).find("Volta GPUs have no bfloat16 MMA"),
+            std::string::npos);
+}
+
+TEST(FwdSelect, RefusesPreVoltaDevicesFloat32AndUnknownPaths) {
+  EXPECT_NE(refusal(61, 0, problem(64)).find("compute capability 6.1"), std::string::npos);
   AttentionParams f32 = problem(64);
   f32.dtype = DType::kFloat32;
   EXPECT_NE(refusal(90, 0, f32).find("q: dtype float32"), std::string::npos);
-  EXPECT_NE(refusal(90, 75, problem(64)).find("options.cuda_path: 75"), std::string::npos);
+  EXPECT_NE(refusal(90, 72, problem(64)).find("options.cuda_path: 72 is unknown"),
+            std::string::npos);
 }
 
 TEST(FwdSelect, RefusesUnchunkedLayoutsNamingTheTensor) {

@@ -103,22 +103,54 @@ class CudaCall : public testing::Test {
     EXPECT_TRUE(outputs_untouched());
   }
 
+  // Captures a call in a CUDA graph on a new stream and replays it twice.
+  void replay_equals_eager();
+
   void *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *out_ = nullptr, *lse_ = nullptr;
   fa_attention_args args_{};
   fa_run_options opt_{};
 };
 
+// Each kernel family: the automatic choice and the forced older paths.
+constexpr int32_t kPaths[] = {FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM75, FA_CUDA_PATH_SM70};
+
 TEST_F(CudaCall, RepeatedRunsAreBitwiseEqual) {
-  ASSERT_EQ(fa_attention_forward(&args_, &opt_), FA_STATUS_OK) << fa_last_error();
-  const auto first = outputs();
-  poison();
-  ASSERT_EQ(fa_attention_forward(&args_, &opt_), FA_STATUS_OK) << fa_last_error();
-  EXPECT_EQ(outputs(), first);
+  for (int32_t path : kPaths) {
+    opt_.cuda_path = path;
+    poison();
+    ASSERT_EQ(fa_attention_forward(&args_, &opt_), FA_STATUS_OK) << fa_last_error();
+    const auto first = outputs();
+    poison();
+    ASSERT_EQ(fa_attention_forward(&args_, &opt_), FA_STATUS_OK) << fa_last_error();
+    EXPECT_EQ(outputs(), first) << "path " << path;
+  }
 }
 
 // Global-mode capture fails on any synchronising or allocating call, so a
 // successful capture also shows the entry point does neither.
 TEST_F(CudaCall, GraphReplayEqualsEager) {
+  for (int32_t path : kPaths) {
+    opt_.cuda_path = path;
+    opt_.cuda_stream = nullptr;
+    replay_equals_eager();
+  }
+}
+
+TEST_F(CudaCall, OlderPathsRefuseBfloat16) {
+  for (fa_tensor* t : {&args_.q, &args_.k, &args_.v, &args_.out}) t->dtype = FA_DTYPE_BFLOAT16;
+  opt_.cuda_path = FA_CUDA_PATH_SM75;
+  expect_refused(FA_STATUS_UNSUPPORTED, "q: dtype bfloat16 is not supported on the sm75 path");
+  opt_.cuda_path = FA_CUDA_PATH_SM70;
+  expect_refused(FA_STATUS_UNSUPPORTED, "q: dtype bfloat16 is not supported on the sm70 path");
+}
+
+TEST_F(CudaCall, RefusesUnknownPath) {
+  opt_.cuda_path = 72;
+  expect_refused(FA_STATUS_INVALID_ARGUMENT, "options.cuda_path: 72 is unknown");
+}
+
+void CudaCall::replay_equals_eager() {
+  poison();
   ASSERT_EQ(fa_attention_forward(&args_, &opt_), FA_STATUS_OK) << fa_last_error();
   const auto eager = outputs();
   cudaStream_t stream;

@@ -1,4 +1,5 @@
-// mma.sync m16n8k16 with fp32 accumulation for the two 16-bit input types.
+// mma.sync m16n8k16 with fp32 accumulation for the two 16-bit input types,
+// and its sm75 form for fp16.
 //
 // Fragment layouts (lane = 4 * g + t, g = lane / 4, t = lane % 4):
 //   A 16x16 row-major: a0 (g, 2t..2t+1), a1 (g+8, 2t..), a2 (g, 2t+8..), a3 (g+8, 2t+8..)
@@ -31,6 +32,21 @@ __device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4],
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
+}
+
+// The same product as mma_16816 for fp16 on sm75, which has m16n8k8 but not
+// m16n8k16: the k16 fragments split into two k8 halves, A's registers 0-1
+// and 2-3 with B's 0 and 1, so callers keep the m16n8k16 layouts.
+__device__ __forceinline__ void mma_16816_as_two_1688(float (&d)[4], const uint32_t (&a)[4],
+                                                      uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5}, {%6}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(b0));
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+      "{%4, %5}, {%6}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[2]), "r"(a[3]), "r"(b1));
 }
 
 // Two floats rounded to nearest into one register, lo in the low 16 bits

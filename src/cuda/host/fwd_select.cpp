@@ -3,13 +3,14 @@
 #include <cstdint>
 #include <sstream>
 
-#include "cuda/sm80/tile_config.h"
 #include "cuda/host/chunk_check.h"
 #include "fastattn/fastattn.h"
 
 namespace fastattn::cuda {
 namespace {
 constexpr const char* kWho = "the CUDA backend";
+constexpr const char* kAllowedPaths =
+    "FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM70 (70), FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80)";
 }  // namespace
 
 Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
@@ -19,17 +20,38 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
         "q: dtype float32 is not supported by the CUDA backend; allowed: float16, bfloat16 "
         "(float32 runs on FA_BACKEND_CPU)");
   }
-  if (capability < 80) {
+  if (requested_path != FA_CUDA_PATH_AUTO && requested_path != FA_CUDA_PATH_SM70 &&
+      requested_path != FA_CUDA_PATH_SM75 && requested_path != FA_CUDA_PATH_SM80) {
+    std::ostringstream m;
+    m << "options.cuda_path: " << requested_path << " is unknown; allowed: "
+      << kAllowedPaths;
+    return Status::invalid(m.str());
+  }
+  if (capability < 70) {
     std::ostringstream m;
     m << "device: compute capability " << capability / 10 << "." << capability % 10
-      << " has no CUDA attention path in this version; allowed: 8.0 and newer";
+      << " has no CUDA attention path; allowed: 7.0 (Volta) and newer";
     return Status::unsupported(m.str());
   }
-  if (requested_path != FA_CUDA_PATH_AUTO && requested_path != FA_CUDA_PATH_SM80) {
+  const FwdPath path = requested_path != FA_CUDA_PATH_AUTO ? static_cast<FwdPath>(requested_path)
+                       : capability >= 80                 ? FwdPath::kSm80
+                       : capability >= 75                 ? FwdPath::kSm75
+                                                          : FwdPath::kSm70;
+  const int path_arch = static_cast<int>(path);
+  if (capability < path_arch) {
     std::ostringstream m;
-    m << "options.cuda_path: " << requested_path
-      << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM80 (80)";
-    return Status::invalid(m.str());
+    m << "options.cuda_path: the sm" << path_arch << " path needs compute capability "
+      << path_arch / 10 << "." << path_arch % 10 << " or newer; this device has "
+      << capability / 10 << "." << capability % 10;
+    return Status::unsupported(m.str());
+  }
+  if (path != FwdPath::kSm80 && p.dtype == DType::kBFloat16) {
+    std::ostringstream m;
+    m << "q: dtype bfloat16 is not supported on the sm" << path_arch
+      << " path: the tensor cores of " << (path == FwdPath::kSm75 ? "Turing" : "Volta")
+      << " GPUs have no bfloat16 MMA; allowed: float16 (bfloat16 runs on FA_BACKEND_CPU, or on "
+         "compute capability 8.0 and newer)";
+    return Status::unsupported(m.str());
   }
   if (p.kv.page_table != nullptr || p.seqlens_k != nullptr) {
     return Status::unsupported("k/v: the CUDA forward path takes contiguous K/V, not a paged cache");
@@ -64,7 +86,7 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
       kWho, "v", p.kv.v, {p.kv.v_batch_stride, p.kv.v_row_stride, p.kv.v_head_stride}));
   FA_RETURN_IF_ERROR(
       check_chunked(kWho, "out", p.out, {p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
-  out->path = FwdPath::kSm80;
+  out->path = path;
   out->head_dim = head_dim;
   return Status::ok();
 }

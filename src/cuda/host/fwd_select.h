@@ -6,10 +6,9 @@
 
 #include "api/params.h"
 #include "api/status.h"
+#include "cuda/fwd/tile_config.h"
 
 namespace fastattn::cuda {
-
-enum class FwdPath { kSm80 };
 
 struct FwdChoice {
   FwdPath path = FwdPath::kSm80;
@@ -17,7 +16,9 @@ struct FwdChoice {
 };
 
 // `capability` is major * 10 + minor (90 for an H100); `requested_path` an
-// fa_cuda_path value. On failure the status names the argument and what is
+// fa_cuda_path value. FA_CUDA_PATH_AUTO takes the newest family the device
+// runs (sm70-72: sm70, sm75: sm75, sm80 and newer: sm80); a forced family
+// runs on any device at least as new as its own architecture. On failure the status names the argument and what is
 // allowed, and `out` is untouched.
 Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
                          FwdChoice* out);

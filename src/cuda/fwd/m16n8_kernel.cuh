@@ -1,26 +1,34 @@
-// FlashAttention-2 forward for sm80+ (mma.sync): one block per (query tile,
-// head, sequence); each warp owns kWarpRows query rows, keeps Q in shared
-// memory and its S / P / O fragments in registers, and streams K/V tiles
-// through a kStages-deep cp.async ring. Paper notation: Br = kBlockM,
-// Bc = kBlockN, m_i = row_max, l_i = row_sum.
+// FlashAttention-2 forward on the m16n8 tensor-core fragments, two paths:
+//   sm80 and newer: mma.sync m16n8k16, K/V through a kStages-deep cp.async
+//     ring (fp16 and bf16);
+//   sm75 (Turing): the same product as two m16n8k8, and no cp.async: the next
+//     K or V tile waits in registers while the current one is used, with one
+//     shared buffer each for K and V (fp16 only: Turing has no bf16 MMA).
+// One block per (query tile, head, sequence); each warp owns kWarpRows query
+// rows, keeps Q in shared memory and its S / P / O fragments in registers.
+// Paper notation: Br = kBlockM, Bc = kBlockN, m_i = row_max, l_i = row_sum.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/common/mask.cuh"
 #include "cuda/common/mma.cuh"
 #include "cuda/common/ptx.cuh"
 #include "cuda/common/swizzle.cuh"
 #include "cuda/flash_params.h"
-#include "cuda/sm80/tile_config.h"
+#include "cuda/fwd/kernel_common.cuh"
+#include "cuda/fwd/tile_config.h"
 
 namespace fastattn::cuda {
 
-template <typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_, int kStages_,
-          bool kRescaleAfterP_>
+template <FwdPath kPath_, typename Elem_, int kHeadDim_, int kBlockM_, int kBlockN_, int kWarps_,
+          int kStages_, bool kRescaleAfterP_>
 struct FwdTraits {
+  static constexpr FwdPath kPath = kPath_;
+  static constexpr bool kAsyncCopy = kPath == FwdPath::kSm80;  // else register-staged
   using Elem = Elem_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kBlockM_;
@@ -39,17 +47,33 @@ struct FwdTraits {
   static constexpr int kKVTileBytes = kBlockN * kRowChunks * 16;  // (kBlockN, kHeadDim)
   static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVTileBytes;
   static_assert(kWarpRows % 16 == 0 && kHeadDim % 16 == 0 && kBlockN % 16 == 0);
-  static_assert(kStages >= 2, "the pipeline prefetches kStages - 1 tiles ahead");
+  static_assert(!kAsyncCopy || kStages >= 2, "the ring prefetches kStages - 1 tiles ahead");
+  static_assert(kAsyncCopy || kStages == 1, "register staging keeps one buffer each");
+  static_assert(kPath != FwdPath::kSm75 || std::is_same_v<Elem, __half>,
+                "sm75 tensor cores take fp16, not bf16");
+  // The register-staged copy of one (kBlockN, kHeadDim) tile, and of Q.
+  using StagedKV = StagedTile<Elem, kBlockN, kRowChunks, kChunks, kThreads>;
+  using StagedQ = StagedTile<Elem, kBlockM, kRowChunks, kChunks, kThreads>;
 };
 
-template <typename Elem, int kHeadDim>
+template <FwdPath kPath, typename Elem, int kHeadDim>
 struct DefaultFwd {
-  static constexpr FwdTileConfig c = fwd_tile_config(kHeadDim);
-  using type =
-      FwdTraits<Elem, kHeadDim, c.block_m, c.block_n, c.warps, c.stages, c.rescale_after_p>;
+  static constexpr FwdTileConfig c = fwd_tile_config(kPath, kHeadDim);
+  using type = FwdTraits<kPath, Elem, kHeadDim, c.block_m, c.block_n, c.warps, c.stages,
+                         c.rescale_after_p>;
 };
-template <typename Elem, int kHeadDim>
-using DefaultFwdTraits = typename DefaultFwd<Elem, kHeadDim>::type;
+template <FwdPath kPath, typename Elem, int kHeadDim>
+using DefaultFwdTraits = typename DefaultFwd<kPath, Elem, kHeadDim>::type;
+
+template <class T>
+__device__ __forceinline__ void mma_k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1) {
+  if constexpr (T::kPath == FwdPath::kSm75) {
+    mma_16816_as_two_1688(d, a, b0, b1);
+  } else {
+    mma_16816<typename T::Elem>(d, a, b0, b1);
+  }
+}
 
 // cp.async of rows [0, kRows) of a (kRows, kHeadDim) tile; rows >= rows_valid
 // and chunks >= chunks_valid are zero-filled. A thread keeps one chunk column
@@ -75,30 +99,14 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const typename T::Elem*
   }
 }
 
-// cap * tanh(x * inv_scale) with k = 2 log2(e) * inv_scale, as
-// cap - 2 cap / (1 + 2^(k x)): one ex2.approx and one rcp.approx, 5
-// instructions a score against about 17 for tanhf's polynomial, range split
-// and selects. Absolute error of the tanh, summed worst cases: ex2 (relative
-// 2^-22) at most 2^-23, the rounding of k and k x (which 2^(k x) amplifies
-// by |k x| ln 2, damped by tanh' = 1 - tanh^2) under 6e-8, the rounding of
-// 1 + 2^(k x) 1.2e-7, rcp (1 ulp) 2.4e-7, the final FMA 6e-8: under 6e-7 in
-// all, against tanhf's 1-2 ulp; it is not relative near 0, where the
-// subtraction cancels. Limits come out exact: 2^(k x) = +inf gives
-// rcp = 0 and +cap, 2^(k x) = 0 (ftz included) gives -cap; NaN stays NaN.
-__device__ __forceinline__ float softcap(float x, float cap, float k) {
-  return fmaf(-2.f * cap, rcp(1.f + ex2(x * k)), cap);
+// Blocks per SM the tile shapes are sized for (see tile_config.h).
+template <class T>
+constexpr int m16n8_min_blocks() {
+  return T::kPath == FwdPath::kSm75 && T::kHeadDim == 64 ? 2 : 1;
 }
 
-// kSoftcap is a template flag so that the plain kernel carries none of the
-// softcap's instructions or registers.
 template <class T, bool kSoftcap>
-__global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const FwdParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  // cp.async and the m16n8k16 (and bf16) mma.sync need sm80. A build that also
-  // targets older GPUs gets an empty kernel here, which the host never
-  // launches there; should it be launched anyway, it fails loudly.
-  __trap();
-#else
+__device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   using Elem = typename T::Elem;
   constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kStages = T::kStages;
   constexpr int kRC = T::kRowChunks, kMT = T::kMTiles;
@@ -118,56 +126,54 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
   const int m_block = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y, b = blockIdx.z;
 
-  int lq = p.seqlen_q, lk = p.seqlen_k;
-  int64_t q_first = 0, k_first = 0;
-  if (p.cu_seqlens_q) {
-    q_first = p.cu_seqlens_q[b];
-    lq = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
-    k_first = p.cu_seqlens_k[b];
-    lk = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
-  }
-  const int m0 = m_block * kBlockM;
-  if (m0 >= lq) return;
-  const int64_t bb = p.cu_seqlens_q ? 0 : b;  // varlen rows are absolute
-  const int hk = h / p.group_size;
-  const Elem* q_g = static_cast<const Elem*>(p.q) + bb * p.q_batch_stride +
-                    (q_first + m0) * p.q_row_stride + h * p.q_head_stride;
-  const Elem* k_g = static_cast<const Elem*>(p.k) + bb * p.k_batch_stride +
-                    k_first * p.k_row_stride + hk * p.k_head_stride;
-  const Elem* v_g = static_cast<const Elem*>(p.v) + bb * p.v_batch_stride +
-                    k_first * p.v_row_stride + hk * p.v_head_stride;
-
-  // Key tiles this query tile touches. Window bounds grow with the row, so the
-  // first and last rows bound the union; tiles inside every row's window
-  // ([full_begin, full_end)) skip the per-element mask.
+  FwdBlock<Elem> blk;
+  if (!blk.locate(p, m_block, kBlockM, h, b)) return;
+  const int lq = blk.lq, lk = blk.lk, m0 = blk.m0;
+  const Elem* k_g = blk.k;
+  const Elem* v_g = blk.v;
   const KeyWindow window{p.window_left, p.window_right};
-  int first_begin, first_end, last_begin, last_end;
-  window.range(m0, lq, lk, &first_begin, &first_end);
-  window.range(min(m0 + kBlockM, lq) - 1, lq, lk, &last_begin, &last_end);
-  const int n_begin = first_begin / kBlockN;
-  const int n_end = last_end > first_begin ? (last_end + kBlockN - 1) / kBlockN : n_begin;
-  const int full_begin = (last_begin + kBlockN - 1) / kBlockN;
-  const int full_end = first_end / kBlockN;
+  const KeyTiles tiles(window, m0, kBlockM, lq, lk, kBlockN);
+  const int n_begin = tiles.begin, n_end = tiles.end;
+  const int full_begin = tiles.full_begin, full_end = tiles.full_end;
 
   const int chunks_valid = p.head_dim / 8;
-  load_tile<T, kBlockM>(q_smem, q_g, p.q_row_stride, lq - m0, chunks_valid, tid);
-  cp_async_commit();
-  // K and V of a tile are separate commit groups, so Q K^T starts once K has
-  // landed while V is still in flight.
+  using Swizzle = RowXorSwizzle<kRC>;
+  // sm80: K and V of a tile are separate commit groups, so Q K^T starts once
+  // K has landed while V is still in flight. sm75: the tile after the current
+  // one waits in `staged` (V during Q K^T, then the next K during P V).
   auto load_kv = [&](int n_block, int stage) {
-    const bool live = n_block < n_end;
-    const int row0 = n_block * kBlockN;
-    if (live)
-      load_tile<T, kBlockN>(k_smem + stage * T::kKVTileBytes, k_g + row0 * p.k_row_stride,
-                            p.k_row_stride, lk - row0, chunks_valid, tid);
-    cp_async_commit();
-    if (live)
-      load_tile<T, kBlockN>(v_smem + stage * T::kKVTileBytes, v_g + row0 * p.v_row_stride,
-                            p.v_row_stride, lk - row0, chunks_valid, tid);
-    cp_async_commit();
+    if constexpr (T::kAsyncCopy) {
+      const bool live = n_block < n_end;
+      const int row0 = n_block * kBlockN;
+      if (live)
+        load_tile<T, kBlockN>(k_smem + stage * T::kKVTileBytes, k_g + row0 * p.k_row_stride,
+                              p.k_row_stride, lk - row0, chunks_valid, tid);
+      cp_async_commit();
+      if (live)
+        load_tile<T, kBlockN>(v_smem + stage * T::kKVTileBytes, v_g + row0 * p.v_row_stride,
+                              p.v_row_stride, lk - row0, chunks_valid, tid);
+      cp_async_commit();
+    }
   };
+  typename T::StagedKV staged;
+  if constexpr (T::kAsyncCopy) {
+    load_tile<T, kBlockM>(q_smem, blk.q, p.q_row_stride, lq - m0, chunks_valid, tid);
+    cp_async_commit();
 #pragma unroll
-  for (int s = 0; s < kStages - 1; ++s) load_kv(n_begin + s, s);
+    for (int s = 0; s < kStages - 1; ++s) load_kv(n_begin + s, s);
+  } else {
+    {
+      typename T::StagedQ q_staged;
+      q_staged.load(blk.q, p.q_row_stride, lq - m0, chunks_valid, tid);
+      q_staged.template store<Swizzle>(smem, tid);
+    }
+    if (n_begin < n_end) {
+      const int row0 = n_begin * kBlockN;
+      staged.load(k_g + row0 * p.k_row_stride, p.k_row_stride, lk - row0, chunks_valid, tid);
+      staged.template store<Swizzle>(smem + T::kQBytes, tid);
+    }
+    __syncthreads();
+  }
 
   // ldmatrix lane addresses. In every tile a lane's row is congruent to
   // lane % 8 modulo 8, so chunk 2c of its row sits at (c / 4) * 128 +
@@ -206,10 +212,15 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
   for (int nb = n_begin; nb < n_end; ++nb) {
     const int it = nb - n_begin;
     const int stage = it % kStages;
-    cp_async_wait<2 * kStages - 3>();  // K of this tile (and Q) landed
-    // Also: every warp is done with the stage the prefetch below overwrites.
-    __syncthreads();
-    load_kv(nb + kStages - 1, (it + kStages - 1) % kStages);
+    const int row0 = nb * kBlockN;
+    if constexpr (T::kAsyncCopy) {
+      cp_async_wait<2 * kStages - 3>();  // K of this tile (and Q) landed
+      // Also: every warp is done with the stage the prefetch below overwrites.
+      __syncthreads();
+      load_kv(nb + kStages - 1, (it + kStages - 1) % kStages);
+    } else {
+      staged.load(v_g + row0 * p.v_row_stride, p.v_row_stride, lk - row0, chunks_valid, tid);
+    }
     const uint32_t k_st = k_smem + stage * T::kKVTileBytes;
     const uint32_t v_st = v_smem + stage * T::kKVTileBytes;
 
@@ -232,10 +243,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
         ldmatrix_x4(kb, k_st + k_off[kk % 4] + np * kRow16Bytes + (kk / 4) * 128);
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
-          mma_16816<Elem>(s[mi][2 * np], qa[mi], kb[0], kb[1]);
-          mma_16816<Elem>(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
+          mma_k16<T>(s[mi][2 * np], qa[mi], kb[0], kb[1]);
+          mma_k16<T>(s[mi][2 * np + 1], qa[mi], kb[2], kb[3]);
         }
       }
+    }
+
+    if constexpr (!T::kAsyncCopy) {
+      // V lands in its buffer, which every warp finished reading at the end of
+      // the last step; the barrier publishes it and ends all reads of K, whose
+      // next tile is then fetched while the softmax and P V run.
+      staged.template store<Swizzle>(smem + T::kQBytes + T::kKVTileBytes, tid);
+      __syncthreads();
+      if (nb + 1 < n_end)
+        staged.load(k_g + (row0 + kBlockN) * p.k_row_stride, p.k_row_stride,
+                    lk - row0 - kBlockN, chunks_valid, tid);
     }
 
     if constexpr (kSoftcap) {
@@ -286,7 +308,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
           const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
           const float corr = ex2(row_max[mi][r] * scale_log2 - m_scaled);
           row_max[mi][r] = mx;
-          float sum = row_sum[mi][r] * corr;
+          float sum = 0.f;  // this tile's; see row_sum below
 #pragma unroll
           for (int dt = 0; dt < kDT; ++dt) {
             acc_o[mi][dt][2 * r] *= corr;
@@ -300,7 +322,11 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
               s[mi][nt][2 * r + c] = pv;
               sum += pv;
             }
-          row_sum[mi][r] = sum;  // per-lane partial; quad-reduced once at the end
+          // Per-lane partial, quad-reduced once at the end. The tile's terms
+          // are summed apart and added once: one long chain of additions over
+          // every key loses about sqrt(keys) roundings (an LSE 1.6x past
+          // FlashAttention's rule at 20000 keys), a chain of tile sums far less.
+          row_sum[mi][r] = fmaf(row_sum[mi][r], corr, sum);
         }
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
@@ -343,10 +369,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
 
       // P goes straight into A fragments: scores (row g + 8r, n-tile nt) make
       // register 2 (nt % 2) + r of k-step nt / 2, so a pair of scores dies as
-      // soon as it is exponentiated. Each row still sums in key order.
+      // soon as it is exponentiated. Each tile still sums in key order.
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi) {
-        float sum[2] = {row_sum[mi][0] * corr[mi][0], row_sum[mi][1] * corr[mi][1]};
+        float sum[2] = {0.f, 0.f};  // this tile's, as in the other order
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -358,8 +384,8 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
             pa[mi][nt / 2][2 * (nt % 2) + r] = pack2<Elem>(p0, p1);
           }
         // Per-lane partials; quad-reduced once at the end.
-        row_sum[mi][0] = sum[0];
-        row_sum[mi][1] = sum[1];
+        row_sum[mi][0] = fmaf(row_sum[mi][0], corr[mi][0], sum[0]);
+        row_sum[mi][1] = fmaf(row_sum[mi][1], corr[mi][1], sum[1]);
       }
 
       // O is rescaled after P, behind a warp-uniform branch. The branch skips
@@ -383,8 +409,10 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
       }
     }
 
-    cp_async_wait<2 * kStages - 2>();  // V of this tile landed
-    __syncthreads();
+    if constexpr (T::kAsyncCopy) {
+      cp_async_wait<2 * kStages - 2>();  // V of this tile landed
+      __syncthreads();
+    }
 #pragma unroll
     for (int kk = 0; kk < kPV; ++kk)
 #pragma unroll
@@ -393,16 +421,21 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
         ldmatrix_x4_trans(vb, v_st + v_off[dp % 4] + kk * kRow16Bytes + (dp / 4) * 128);
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
-          mma_16816<Elem>(acc_o[mi][2 * dp], pa[mi][kk], vb[0], vb[1]);
-          mma_16816<Elem>(acc_o[mi][2 * dp + 1], pa[mi][kk], vb[2], vb[3]);
+          mma_k16<T>(acc_o[mi][2 * dp], pa[mi][kk], vb[0], vb[1]);
+          mma_k16<T>(acc_o[mi][2 * dp + 1], pa[mi][kk], vb[2], vb[3]);
         }
       }
+    if constexpr (!T::kAsyncCopy) {
+      // Every warp is done with K (last barrier) and, after this one, with V.
+      if (nb + 1 < n_end) staged.template store<Swizzle>(smem + T::kQBytes, tid);
+      __syncthreads();
+    }
   }
 
   // Epilogue: normalise, stage O through this warp's rows of the Q buffer and
   // write whole 16-byte chunks. The barrier covers a tile with no key, where
   // Q copies issued by other threads may still be landing in those rows.
-  cp_async_wait<0>();
+  if constexpr (T::kAsyncCopy) cp_async_wait<0>();
   __syncthreads();
   constexpr float kLn2 = 0.6931471805599453f;
   float lse[kMT][2];
@@ -433,8 +466,7 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
       }
   __syncwarp();
 
-  Elem* o_g = static_cast<Elem*>(p.out) + bb * p.out_batch_stride +
-              (q_first + m0) * p.out_row_stride + h * p.out_head_stride;
+  Elem* o_g = blk.out_row0(p, blockIdx.y, blockIdx.z);
   constexpr int kWarpChunks = T::kWarpRows * T::kChunks;
 #pragma unroll
   for (int i = 0; i < (kWarpChunks + 31) / 32; ++i) {
@@ -446,18 +478,37 @@ __global__ void __launch_bounds__(T::kThreads, 1) flash_fwd_sm80_kernel(const Fw
     }
   }
 
-  if (p.lse != nullptr && t == 0) {
+  float* lse_g = blk.lse_row0(p, blockIdx.y, blockIdx.z);
+  if (lse_g != nullptr && t == 0) {
 #pragma unroll
     for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int row = m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r;
-        if (row < lq)
-          p.lse[bb * p.lse_batch_stride + h * p.lse_head_stride +
-                (q_first + row) * p.lse_row_stride] = lse[mi][r];
+        if (row < lq) lse_g[row * p.lse_row_stride] = lse[mi][r];
       }
   }
-#endif  // __CUDA_ARCH__ >= 800
+}
+
+// kSoftcap is a template flag so that the plain kernel carries none of the
+// softcap's instructions or registers. The body is instantiated only for architectures that have its instructions
+// (sm75 path: sm75 and newer; sm80 path: sm80 and newer). A build that also
+// targets older GPUs gets a kernel that traps there, which the host never
+// launches; should it be launched anyway, it fails loudly.
+template <class T, bool kSoftcap>
+__global__ void __launch_bounds__(T::kThreads, m16n8_min_blocks<T>())
+    flash_fwd_m16n8_kernel(const FwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 750
+  __trap();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  if constexpr (T::kAsyncCopy) {
+    __trap();
+  } else {
+    flash_fwd_m16n8_body<T, kSoftcap>(p);
+  }
+#else
+  flash_fwd_m16n8_body<T, kSoftcap>(p);
+#endif
 }
 
 }  // namespace fastattn::cuda

@@ -1,0 +1,148 @@
+// What the forward kernels of every family share: where a block reads and
+// writes, which key tiles it visits, the softcap, and the register-staged
+// tile copy of the GPUs without cp.async (sm70, sm75).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common/mask.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/common/swizzle.cuh"
+#include "cuda/flash_params.h"
+
+namespace fastattn::cuda {
+
+// cap * tanh(x * inv_scale) with k = 2 log2(e) * inv_scale, as
+// cap - 2 cap / (1 + 2^(k x)): one ex2.approx and one rcp.approx, 5
+// instructions a score against about 17 for tanhf's polynomial, range split
+// and selects. Absolute error of the tanh, summed worst cases: ex2 (relative
+// 2^-22) at most 2^-23, the rounding of k and k x (which 2^(k x) amplifies
+// by |k x| ln 2, damped by tanh' = 1 - tanh^2) under 6e-8, the rounding of
+// 1 + 2^(k x) 1.2e-7, rcp (1 ulp) 2.4e-7, the final FMA 6e-8: under 6e-7 in
+// all, against tanhf's 1-2 ulp; it is not relative near 0, where the
+// subtraction cancels. Limits come out exact: 2^(k x) = +inf gives
+// rcp = 0 and +cap, 2^(k x) = 0 (ftz included) gives -cap; NaN stays NaN.
+__device__ __forceinline__ float softcap(float x, float cap, float k) {
+  return fmaf(-2.f * cap, rcp(1.f + ex2(x * k)), cap);
+}
+
+// Where the block of query rows [m0, m0 + block_m) of head h, sequence b
+// reads and writes; varlen sequences are located through cu_seqlens.
+template <typename Elem>
+struct FwdBlock {
+  int lq = 0, lk = 0;  // this sequence's lengths
+  int m0 = 0;          // the block's first query row
+  const Elem* q = nullptr;  // row m0
+  const Elem* k = nullptr;  // key 0 of the KV head serving h
+  const Elem* v = nullptr;
+
+  // False when the block lies past the end of its sequence (varlen).
+  __device__ __forceinline__ bool locate(const FwdParams& p, int m_block, int block_m, int h,
+                                         int b) {
+    lq = p.seqlen_q;
+    lk = p.seqlen_k;
+    int64_t q_first = 0, k_first = 0;
+    if (p.cu_seqlens_q) {
+      q_first = p.cu_seqlens_q[b];
+      lq = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
+      k_first = p.cu_seqlens_k[b];
+      lk = p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b];
+    }
+    m0 = m_block * block_m;
+    if (m0 >= lq) return false;
+    const int64_t bb = p.cu_seqlens_q ? 0 : b;  // varlen rows are absolute
+    const int hk = h / p.group_size;
+    q = static_cast<const Elem*>(p.q) + bb * p.q_batch_stride + (q_first + m0) * p.q_row_stride +
+        h * p.q_head_stride;
+    k = static_cast<const Elem*>(p.k) + bb * p.k_batch_stride + k_first * p.k_row_stride +
+        hk * p.k_head_stride;
+    v = static_cast<const Elem*>(p.v) + bb * p.v_batch_stride + k_first * p.v_row_stride +
+        hk * p.v_head_stride;
+    return true;
+  }
+
+  // The output pointers, recomputed for the epilogue rather than held in
+  // registers through the mainloop: row m0 of O, and row 0 of (b, h) of the
+  // LSE (nullptr when not requested).
+  __device__ __forceinline__ Elem* out_row0(const FwdParams& p, int h, int b) const {
+    const int64_t q_first = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
+    const int64_t bb = p.cu_seqlens_q ? 0 : b;
+    return static_cast<Elem*>(p.out) + bb * p.out_batch_stride + (q_first + m0) * p.out_row_stride +
+           h * p.out_head_stride;
+  }
+  __device__ __forceinline__ float* lse_row0(const FwdParams& p, int h, int b) const {
+    if (p.lse == nullptr) return nullptr;
+    const int64_t q_first = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
+    const int64_t bb = p.cu_seqlens_q ? 0 : b;
+    return p.lse + bb * p.lse_batch_stride + h * p.lse_head_stride + q_first * p.lse_row_stride;
+  }
+};
+
+// Key tiles [begin, end) a query tile touches, and within them the "full"
+// ones [full_begin, full_end), inside every row's window, which skip the
+// per-element mask. Window bounds grow with the row, so the first and last
+// rows bound the union.
+struct KeyTiles {
+  int begin, end, full_begin, full_end;
+
+  __device__ __forceinline__ KeyTiles(const KeyWindow& window, int m0, int block_m, int lq,
+                                      int lk, int block_n) {
+    int first_begin, first_end, last_begin, last_end;
+    window.range(m0, lq, lk, &first_begin, &first_end);
+    window.range(min(m0 + block_m, lq) - 1, lq, lk, &last_begin, &last_end);
+    begin = first_begin / block_n;
+    end = last_end > first_begin ? (last_end + block_n - 1) / block_n : begin;
+    full_begin = (last_begin + block_n - 1) / block_n;
+    full_end = first_end / block_n;
+  }
+};
+
+// The swizzle of the m16n8 kernels (see cuda/common/swizzle.cuh).
+template <int kRowChunks>
+struct RowXorSwizzle {
+  static __device__ __forceinline__ uint32_t offset(int r, int c) {
+    return swizzled_offset<kRowChunks>(r, c);
+  }
+};
+
+// A (kRows, kChunks * 8) tile on its way from global to shared memory
+// through registers, for GPUs without cp.async: load() issues the 16-byte
+// global reads and returns at once, store() (after other work has hidden
+// their latency) writes the tile into a swizzled buffer. Thread tid moves
+// chunk tid % kRowChunks of every kRowStep-th row; rows >= rows_valid and
+// chunks >= chunks_valid are zero-filled (masked probabilities times stale
+// NaN bits would still make NaN), chunks >= kChunks are shared padding,
+// never read.
+template <typename Elem, int kRows, int kRowChunks, int kChunks, int kThreads>
+struct StagedTile {
+  static constexpr int kRowStep = kThreads / kRowChunks;
+  static constexpr int kPasses = kRows / kRowStep;
+  static_assert(kThreads % kRowChunks == 0 && kRows % kRowStep == 0);
+  uint4 part[kPasses];
+
+  __device__ __forceinline__ void load(const Elem* g, int64_t row_stride, int rows_valid,
+                                       int chunks_valid, int tid) {
+    const int c = tid % kRowChunks, r0 = tid / kRowChunks;
+    const bool c_ok = c < chunks_valid;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int r = r0 + i * kRowStep;
+      part[i] = c_ok && r < rows_valid
+                    ? __ldg(reinterpret_cast<const uint4*>(g + r * row_stride + c * 8))
+                    : make_uint4(0, 0, 0, 0);
+    }
+  }
+
+  template <class Swizzle>
+  __device__ __forceinline__ void store(unsigned char* smem, int tid) const {
+    const int c = tid % kRowChunks, r0 = tid / kRowChunks;
+    if (kChunks < kRowChunks && c >= kChunks) return;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i)
+      *reinterpret_cast<uint4*>(smem + Swizzle::offset(r0 + i * kRowStep, c)) = part[i];
+  }
+};
+
+}  // namespace fastattn::cuda

@@ -1,0 +1,91 @@
+// Forward kernel families and their tile shapes per head dim, read by host
+// dispatch and by the kernels (block size, __launch_bounds__, shared memory).
+// Each warp owns block_m / warps query rows and sweeps all block_n keys.
+#pragma once
+
+namespace fastattn::cuda {
+
+// The kernel families, named by the oldest architecture each runs on. Values
+// equal the fa_cuda_path constants of the C API.
+enum class FwdPath {
+  kSm70 = 70,  // mma.sync m8n8k4, plain loads through registers (Volta)
+  kSm75 = 75,  // mma.sync m16n8k8, ldmatrix, register-staged loads (Turing)
+  kSm80 = 80,  // mma.sync m16n8k16, ldmatrix, cp.async ring (Ampere and newer)
+};
+
+struct FwdTileConfig {
+  int block_m;  // query rows per block (Br)
+  int block_n;  // keys per mainloop step (Bc)
+  int warps;
+  // sm80: K/V shared-memory buffers (cp.async pipeline depth). sm75 and sm70
+  // keep one K and one V buffer and stage the next tile in registers: 1.
+  int stages;
+  // Rescale O after P is built, behind a warp-uniform branch, instead of
+  // row by row before the exponentials. Only where registers demand it: the
+  // branch bounds live ranges (d = 128 spilled 4 bytes, 36 with softcap,
+  // without it) but costs the overlap of exponentials with P V, about 3% on
+  // an H100 (interleaved A/B runs of the whole grid).
+  bool rescale_after_p;
+};
+
+// sm80: 32 rows per warp for d <= 128: each K/V fragment read from shared
+// memory feeds two MMAs. d = 256 drops to 16 rows per warp so the fp32 output
+// accumulator (rows * 256 / 32 registers per thread) fits. d = 64 with
+// block_n 128 (FlashAttention-2's choice) spilled 4-40 bytes under ptxas 13.0;
+// block_n 64 with a third stage does not.
+constexpr FwdTileConfig sm80_tile_config(int head_dim) {
+  switch (head_dim) {
+    case 64: return {128, 64, 4, 3, false};
+    case 80: return {128, 64, 4, 2, false};
+    case 96: return {128, 64, 4, 2, false};
+    case 128: return {128, 64, 4, 2, true};
+    case 256: return {128, 64, 8, 2, false};
+    default: return {0, 0, 0, 0, false};
+  }
+}
+
+// sm75, sized for a T4 (40 SMs, 64 KiB of shared memory and 64K registers per
+// SM). The staged K/V tile costs block_n * d * 2 / threads bytes of registers
+// on top of the sm80 budget, so d > 64 keeps 16 rows per warp. d = 64: two
+// 32 KiB blocks of 4 warps per SM; d = 80-128: one 64 KiB block of 8 warps
+// (255 registers each fill the 64K); d = 256: one 64 KiB block of 4 warps,
+// 16 keys a step (32 spilled: 128 accumulator registers plus 32 staged).
+constexpr FwdTileConfig sm75_tile_config(int head_dim) {
+  switch (head_dim) {
+    case 64: return {128, 64, 4, 1, false};
+    case 80: return {128, 64, 8, 1, false};
+    case 96: return {128, 64, 8, 1, false};
+    case 128: return {128, 64, 8, 1, false};
+    case 256: return {64, 16, 4, 1, false};
+    default: return {0, 0, 0, 0, false};
+  }
+}
+
+// sm70, sized for a V100 (80 SMs, 96 KiB of shared memory and 64K registers
+// per SM). Warps own 16 rows (see m8n8k4_kernel.cuh for why), so block_m is
+// 16 * warps; d = 256 steps by 16 keys for the same reason as on sm75.
+constexpr FwdTileConfig sm70_tile_config(int head_dim) {
+  switch (head_dim) {
+    case 64: return {128, 64, 8, 1, false};
+    case 80: return {128, 64, 8, 1, false};
+    case 96: return {128, 64, 8, 1, false};
+    case 128: return {128, 64, 8, 1, false};
+    case 256: return {64, 16, 4, 1, false};
+    default: return {0, 0, 0, 0, false};
+  }
+}
+
+constexpr FwdTileConfig fwd_tile_config(FwdPath path, int head_dim) {
+  return path == FwdPath::kSm80   ? sm80_tile_config(head_dim)
+         : path == FwdPath::kSm75 ? sm75_tile_config(head_dim)
+                                  : sm70_tile_config(head_dim);
+}
+
+// The instantiated head dims; other multiples of 8 run on the next one up
+// with the extra columns zero-filled.
+constexpr int fwd_padded_head_dim(int head_dim) {
+  return head_dim <= 64 ? 64 : head_dim <= 80 ? 80 : head_dim <= 96 ? 96
+       : head_dim <= 128 ? 128 : head_dim <= 256 ? 256 : 0;
+}
+
+}  // namespace fastattn::cuda
