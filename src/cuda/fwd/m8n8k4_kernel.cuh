@@ -79,21 +79,22 @@ struct VoltaQSwizzle {
 
 // D (8x8 per quad-pair, fp32) += A (8x4, row-major) * B (4x8); B is
 // column-major (a thread holds a column: keys of K) or row-major (a row: V).
-__device__ __forceinline__ void mma_884_row_col(float (&d)[8], uint32_t a0, uint32_t a1,
-                                                uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f32 {%0, %1, %2, %3, %4, %5, %6, %7}, "
-      "{%8, %9}, {%10, %11}, {%0, %1, %2, %3, %4, %5, %6, %7};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7])
-      : "r"(a0), "r"(a1), "r"(b0), "r"(b1));
-}
-__device__ __forceinline__ void mma_884_row_row(float (&d)[8], uint32_t a0, uint32_t a1,
-                                                uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m8n8k4.row.row.f32.f16.f16.f32 {%0, %1, %2, %3, %4, %5, %6, %7}, "
-      "{%8, %9}, {%10, %11}, {%0, %1, %2, %3, %4, %5, %6, %7};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-        "+f"(d[7])
-      : "r"(a0), "r"(a1), "r"(b0), "r"(b1));
+template <bool kBRowMajor>
+__device__ __forceinline__ void mma_884(float (&d)[8], uint32_t a0, uint32_t a1, uint32_t b0,
+                                        uint32_t b1) {
+  if constexpr (kBRowMajor) {
+    asm("mma.sync.aligned.m8n8k4.row.row.f32.f16.f16.f32 {%0, %1, %2, %3, %4, %5, %6, %7}, "
+        "{%8, %9}, {%10, %11}, {%0, %1, %2, %3, %4, %5, %6, %7};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7])
+        : "r"(a0), "r"(a1), "r"(b0), "r"(b1));
+  } else {
+    asm("mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f32 {%0, %1, %2, %3, %4, %5, %6, %7}, "
+        "{%8, %9}, {%10, %11}, {%0, %1, %2, %3, %4, %5, %6, %7};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7])
+        : "r"(a0), "r"(a1), "r"(b0), "r"(b1));
+  }
 }
 
 __device__ __forceinline__ uint4 lds128(uint32_t addr) {
@@ -197,8 +198,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
       for (int g = 0; g < kGroups; ++g) {
         const uint4 kb =
             lds128(k_smem + k_off[j % 8] + g * 16 * kRC * 16 + (j / 8) * kAtomBytes);
-        mma_884_row_col(s[g], qa.x, qa.y, kb.x, kb.y);
-        mma_884_row_col(s[g], qa.z, qa.w, kb.z, kb.w);
+        mma_884<false>(s[g], qa.x, qa.y, kb.x, kb.y);
+        mma_884<false>(s[g], qa.z, qa.w, kb.z, kb.w);
       }
     }
 
@@ -304,8 +305,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
           // and its products are never stored.
           const int chunk = min(2 * (2 * dp + cb) + hi, T::kChunks - 1);
           const uint4 vb = lds128(v_smem + KVSwizzle::offset(key, chunk));
-          mma_884_row_row(acc_o[2 * dp], pa[g][st][0], pa[g][st][1], vb.x, vb.y);
-          mma_884_row_row(acc_o[2 * dp + 1], pa[g][st][0], pa[g][st][1], vb.z, vb.w);
+          mma_884<true>(acc_o[2 * dp], pa[g][st][0], pa[g][st][1], vb.x, vb.y);
+          mma_884<true>(acc_o[2 * dp + 1], pa[g][st][0], pa[g][st][1], vb.z, vb.w);
         }
       }
 
