@@ -86,7 +86,8 @@ int run_check_command(const check_cli& cli) {
   }
   if (!cli.json) {
     std::cout << "checking " << selected.size() << " of " << matrix.size() << " cases on " << device_label(backend)
-              << (cli.cuda_path ? strprintf(", path sm%d", cli.cuda_path) : std::string()) << ", seed " << cli.seed << (cli.quick ? ", quick" : "") << "\n";
+              << (cli.cuda_path ? strprintf(", path sm%d", cli.cuda_path) : std::string()) << ", seed " << cli.seed
+              << (cli.quick ? ", quick" : "") << "\n";
   }
 
   progress_line progress(!cli.json);

@@ -49,12 +49,10 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from bench_env import REPO_ROOT, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_NONE, FA_ROTARY_NONE,
     FA_STATUS_OK, FaDecodeArgs, FaDecodePlan, FaRunOptions, FastattnError, fa_tensor_of,
@@ -96,36 +94,6 @@ def copies_for(per_copy_bytes, limit=MAX_COPIES):
     if per_copy_bytes > ROTATE_BYTES:
         return 1
     return max(1, min(limit, ROTATE_BYTES // per_copy_bytes + 1))
-
-
-def driver_version():
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        lines = out.stdout.strip().splitlines()
-        return lines[0].strip() if out.returncode == 0 and lines else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def git_commit(given):
-    if given:
-        return given
-    # The device copy of the tree has no .git, hence --commit and this fallback.
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def cudnn_version_string(torch):
-    v = torch.backends.cudnn.version()
-    if v is None:
-        return "none"
-    # cuDNN 9 encodes major*10000 + minor*100 + patch (91900 = 9.19.0).
-    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 90000 else str(v)
 
 
 def first_line(exc):
@@ -758,8 +726,7 @@ def main(argv=None):
 
     sleep = GpuSleep(torch)
     copy_ms, copy_rw, copy_oneway = measure_copy(torch, opts, sleep)
-    env = {"device": torch.cuda.get_device_name(), "driver": driver_version(), "cuda": torch.version.cuda,
-           "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(opts.commit),
+    env = {**run_environment(torch, opts.commit),
            "fastattn": lib.fa_version_string().decode(), "copy_bytes": COPY_BYTES, "copy_ms": copy_ms,
            "copy_bw_rw_tbps": copy_rw, "copy_bw_oneway_tbps": copy_oneway}
     print(f"device {env['device']} | driver {env['driver']} | torch {env['torch']} | CUDA {env['cuda']} | "

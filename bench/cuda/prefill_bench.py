@@ -31,11 +31,9 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+from bench_env import REPO_ROOT, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_CAUSAL, FA_MASK_NONE,
     FA_STATUS_OK, FaAttentionArgs, FaRunOptions, FastattnError, fa_tensor_of, load_library,
@@ -63,36 +61,6 @@ def grid(quick, dtypes=("fp16", "bf16")):
     return [(dtype, D, L, causal)
             for dtype in dtypes for D in (64, 128) for causal in (False, True)
             for L in (512, 1024, 2048, 4096, 8192, 16384)]
-
-
-def driver_version():
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        lines = out.stdout.strip().splitlines()
-        return lines[0].strip() if out.returncode == 0 and lines else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def git_commit(given):
-    if given:
-        return given
-    # The device copy of the tree has no .git, hence --commit and this fallback.
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def cudnn_version_string(torch):
-    v = torch.backends.cudnn.version()
-    if v is None:
-        return "none"
-    # cuDNN 9 encodes major*10000 + minor*100 + patch (91900 = 9.19.0).
-    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 90000 else str(v)
 
 
 def median_ms(torch, fn, warmup, repeats):
@@ -363,8 +331,7 @@ def main(argv=None):
         raise SystemExit(f"fa_backend_available(FA_BACKEND_CUDA) != 1 for {opts.lib}: "
                          "the library was built without the CUDA backend or sees no GPU")
 
-    env = {"device": torch.cuda.get_device_name(), "driver": driver_version(), "cuda": torch.version.cuda,
-           "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(opts.commit),
+    env = {**run_environment(torch, opts.commit),
            "cuda_path": opts.cuda_path}
     print(f"device {env['device']} | driver {env['driver']} | torch {env['torch']} | CUDA {env['cuda']} | "
           f"cuDNN {env['cudnn']} | commit {env['commit']} | fastattn {lib.fa_version_string().decode()} | "

@@ -1,0 +1,45 @@
+"""What a benchmark records about the machine and the tree it measured.
+
+Shared by the prefill and decode benchmarks: device, driver, CUDA, cuDNN,
+torch and the commit, as one dict for their JSON lines and headers.
+"""
+import os
+import subprocess
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        lines = out.stdout.strip().splitlines()
+        return lines[0].strip() if out.returncode == 0 and lines else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def git_commit(given):
+    if given:
+        return given
+    # The device copy of the tree has no .git, hence --commit and this fallback.
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT,
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cudnn_version_string(torch):
+    v = torch.backends.cudnn.version()
+    if v is None:
+        return "none"
+    # cuDNN 9 encodes major*10000 + minor*100 + patch (91900 = 9.19.0).
+    return f"{v // 10000}.{v // 100 % 100}.{v % 100}" if v >= 90000 else str(v)
+
+
+def run_environment(torch, commit):
+    """Device, driver, CUDA, cuDNN, torch and commit of this run."""
+    return {"device": torch.cuda.get_device_name(), "driver": driver_version(), "cuda": torch.version.cuda,
+            "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(commit)}
