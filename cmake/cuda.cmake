@@ -33,7 +33,7 @@ enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
 option(FASTATTN_CUDA_PTXAS_VERBOSE "Print ptxas register, spill and shared-memory reports" OFF)
-option(FASTATTN_CUDA_BUILD_DRIVER "Build bench/cuda/flash_sm80_driver" OFF)
+option(FASTATTN_CUDA_BUILD_DRIVER "Build bench/cuda/flash_sm80_driver and sm90_ablation" OFF)
 
 set(_fastattn_root ${CMAKE_CURRENT_LIST_DIR}/..)
 file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS
@@ -53,6 +53,11 @@ target_compile_options(fastattn_cuda PRIVATE
   $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>
   $<$<AND:$<COMPILE_LANGUAGE:CUDA>,$<BOOL:${FASTATTN_CUDA_PTXAS_VERBOSE}>>:-Xptxas=-v>)
 target_link_libraries(fastattn_cuda PUBLIC CUDA::cudart_static)
+# The sm90 path exists only as sm_90a code; the host chooses it only when the
+# build holds some.
+if(CMAKE_CUDA_ARCHITECTURES MATCHES "(^|;)90a")
+  target_compile_definitions(fastattn_cuda PRIVATE FASTATTN_CUDA_SM90A=1)
+endif()
 
 if(FASTATTN_CUDA_BUILD_DRIVER)
   add_executable(flash_sm80_driver ${_fastattn_root}/bench/cuda/flash_sm80_driver.cu)
@@ -60,4 +65,12 @@ if(FASTATTN_CUDA_BUILD_DRIVER)
   set_target_properties(flash_sm80_driver PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
   target_compile_options(flash_sm80_driver PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
   target_link_libraries(flash_sm80_driver PRIVATE fastattn_cuda)
+  if(CMAKE_CUDA_ARCHITECTURES MATCHES "(^|;)90a")
+    add_executable(sm90_ablation ${_fastattn_root}/bench/cuda/sm90_ablation.cu)
+    target_include_directories(sm90_ablation PRIVATE ${_fastattn_root}/include)
+    set_target_properties(sm90_ablation PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
+                                                   CUDA_ARCHITECTURES 90a-real)
+    target_compile_options(sm90_ablation PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
+    target_link_libraries(sm90_ablation PRIVATE fastattn_cuda)
+  endif()
 endif()

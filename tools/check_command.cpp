@@ -47,10 +47,11 @@ CLI::App* add_check_command(CLI::App& app, check_cli& cli) {
       ->capture_default_str()
       ->check(integer_at_least(0));
   cmd->add_option("--cuda-path", cli.cuda_path,
-                  "CUDA kernel family: 0 = by device, 70 (Volta), 75 (Turing), 80 (Ampere and newer); "
+                  "CUDA kernel family: 0 = by device, 70 (Volta), 75 (Turing), 80 (Ampere and newer), "
+                  "90 (Hopper); "
                   "70 and 75 run the bfloat16 cases in float16, as they take no bfloat16")
       ->capture_default_str()
-      ->check(CLI::IsMember({0, 70, 75, 80}));
+      ->check(CLI::IsMember({0, 70, 75, 80, 90}));
   cmd->add_flag("-v,--verbose", cli.verbose, "Print every case, not only the failures");
   cmd->add_flag("--json", cli.json, "One JSON line per case; the summary line goes to stderr");
   return cmd;

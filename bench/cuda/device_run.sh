@@ -1,12 +1,14 @@
 #!/bin/bash
 # One call on a GPU machine: the gpu-labelled tests, `fastattn check --device
 # cuda` (automatic and each forced path), compute-sanitizer on a subset, the
-# prefill and decode benchmarks with their peers, the Turing proxy run and the
-# ncu profile of every path. Expects a CUDA build (built elsewhere) in $BUILD;
-# logs go to $OUT. PARTS picks what runs (default: all of them):
+# prefill and decode benchmarks with their peers, the Turing proxy run, the
+# ncu profile of every path, and the sm90 kernel's SASS and ablation.
+# Expects a CUDA build (built elsewhere) in $BUILD; logs go to $OUT. PARTS
+# picks what runs (default: all of them):
 #   BUILD=build-cuda OUT=/tmp/out COMMIT=<sha> PARTS="tests bench" bash bench/cuda/device_run.sh
 # parts: tests (ctest, check), sanitize (memcheck, racecheck), bench (prefill),
-# decode, proxy, profile
+# decode, proxy, profile, sm90 (SASS instruction census, ablation; the
+# ablation needs a build with -DFASTATTN_CUDA_BUILD_DRIVER=ON)
 set -o pipefail
 BUILD=${BUILD:-build-cuda}
 OUT=${OUT:-/tmp/fa_out}
@@ -20,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,te
   --format=csv | tee "$OUT/gpu.txt"
 
 step() { echo "== $*" | tee -a "$OUT/steps.log"; }
-PARTS=${PARTS:-tests sanitize bench decode proxy profile}
+PARTS=${PARTS:-tests sanitize bench decode proxy profile sm90}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if want tests; then
@@ -28,7 +30,7 @@ step "ctest -L gpu"
 timeout 240 ctest --test-dir "$BUILD" -L gpu -j 8 --output-on-failure > "$OUT/ctest_gpu.log" 2>&1
 echo "ctest rc=$?" | tee -a "$OUT/steps.log"; tail -4 "$OUT/ctest_gpu.log"
 
-for path in 0 75 70; do
+for path in 0 90 80 75 70; do
   step "fastattn check --device cuda --cuda-path $path"
   timeout 200 "$BUILD/tools/fastattn" check --device cuda --cuda-path $path > "$OUT/check_cuda_$path.log" 2>&1
   echo "check path $path rc=$?" | tee -a "$OUT/steps.log"; tail -2 "$OUT/check_cuda_$path.log"
@@ -39,13 +41,13 @@ fi
 if want sanitize; then
 # Memcheck and racecheck on small cases: every shape class, masks, varlen,
 # strides, softcap, GQA, the graph/refusal tests, and every decode and merge
-# test; the shapes, head dims, windows and softcap with the sm75 and sm70
-# paths forced.
+# test; the shapes, head dims, windows and softcap with the sm90, sm75 and
+# sm70 paths forced. (On an H100 the automatic choice is the sm90 path.)
 SUBSET='*Decode*:*Merge*:CudaCall.*'
 for kind in shape varlen strides softcap window head_dim; do
   SUBSET="$SUBSET:Full/CudaMatrix.MatchesReference/*${kind}*"
 done
-for suite in Sm75/CudaForcedPath Sm70/CudaForcedPath; do
+for suite in Sm90/CudaForcedPath Sm75/CudaForcedPath Sm70/CudaForcedPath; do
   for kind in shape softcap window head_dim; do
     SUBSET="$SUBSET:$suite.MatchesReference/*${kind}*"
   done
@@ -88,4 +90,21 @@ step "ncu profile of each path"
 (cd bench/cuda && timeout 300 python3 path_profile.py --lib "$OLDPWD/$BUILD/libfastattn.so" \
   --out "$OUT/profile") > "$OUT/path_profile.log" 2>&1
 echo "profile rc=$?" | tee -a "$OUT/steps.log"
+fi
+
+# The sm90 kernel's instruction census (HGMMA in the mainloop, TMA, register
+# reallocation) and the ablation of its overlaps, ring depth and tile order.
+if want sm90; then
+step "sm90 SASS census"
+cuobjdump -sass "$BUILD/libfastattn.so" 2>/dev/null | awk '
+  /Function :/ { sm90 = ($0 ~ /flash_fwd_sm90_kernel/) }
+  sm90 { for (i = 1; i <= NF; ++i) if ($i ~ /^(HGMMA|UTMALDG|UTMASTG|USETMAXREG|SYNCS|WARPGROUP)/) {
+    op = $i; sub(/;$/, "", op); n[op]++ } }
+  END { for (op in n) print n[op], op }' | sort -k2 > "$OUT/sm90_sass.txt"
+echo "sass census rc=$?" | tee -a "$OUT/steps.log"; head -30 "$OUT/sm90_sass.txt"
+if [ -x "$BUILD/sm90_ablation" ]; then
+  step "sm90 ablation"
+  timeout 200 "$BUILD/sm90_ablation" --json "$OUT/sm90_ablation.jsonl" > "$OUT/sm90_ablation.log" 2>&1
+  echo "ablation rc=$?" | tee -a "$OUT/steps.log"; cat "$OUT/sm90_ablation.log"
+fi
 fi

@@ -301,7 +301,7 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per implementation (median reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     ap.add_argument("--quick", action="store_true", help="only fp16, D=128, L in {1024, 8192}, causal and not")
-    ap.add_argument("--cuda-path", type=int, default=0, choices=(0, 70, 75, 80),
+    ap.add_argument("--cuda-path", type=int, default=0, choices=(0, 70, 75, 80, 90),
                     help="force our kernel family (fa_cuda_path); 0 = chosen by the device")
     ap.add_argument("--dtypes", default="fp16,bf16", help="comma-separated subset of fp16,bf16")
     ap.add_argument("--target", default="flash", choices=("flash", "cudnn", "mem_eff"),

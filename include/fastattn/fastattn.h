@@ -70,7 +70,8 @@ typedef enum fa_cuda_path {
   FA_CUDA_PATH_AUTO = 0,
   FA_CUDA_PATH_SM70 = 70, /* mma.sync m8n8k4, float16: Volta and newer */
   FA_CUDA_PATH_SM75 = 75, /* mma.sync m16n8k8 + ldmatrix, float16: Turing and newer */
-  FA_CUDA_PATH_SM80 = 80  /* mma.sync m16n8k16 + cp.async: sm80 and newer */
+  FA_CUDA_PATH_SM80 = 80, /* mma.sync m16n8k16 + cp.async: sm80 and newer */
+  FA_CUDA_PATH_SM90 = 90  /* wgmma + TMA, warp-specialized: Hopper (9.0) only */
 } fa_cuda_path;
 
 typedef struct fa_run_options {

@@ -28,11 +28,11 @@ Status check_options(const fa_run_options* options) {
   }
   const int32_t path = options->cuda_path;
   if (path != FA_CUDA_PATH_AUTO && path != FA_CUDA_PATH_SM70 && path != FA_CUDA_PATH_SM75 &&
-      path != FA_CUDA_PATH_SM80) {
+      path != FA_CUDA_PATH_SM80 && path != FA_CUDA_PATH_SM90) {
     std::ostringstream m;
     m << "options.cuda_path: " << path
       << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM70 (70), "
-         "FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80)";
+         "FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80), FA_CUDA_PATH_SM90 (90)";
     return Status::invalid(m.str());
   }
   return Status::ok();

@@ -226,6 +226,8 @@ Status build_attention_params(const fa_attention_args& a, OffsetsAccess offsets,
     p.head_dim = d;
     p.cu_seqlens_q = a.cu_seqlens_q;
     p.cu_seqlens_k = a.cu_seqlens_k;
+    p.total_q = total_q;
+    p.total_k = total_k;
   }
   const int r = ndim - 3;  // index of the row dim
   p.q = a.q.data;

@@ -74,6 +74,8 @@ struct AttentionParams {
   // Varlen (host arrays of batch + 1 offsets) or nullptr.
   const int32_t* cu_seqlens_q = nullptr;
   const int32_t* cu_seqlens_k = nullptr;
+  // Varlen: the rows of q/out and of k/v (their tensors' first dim); else 0.
+  int64_t total_q = 0, total_k = 0;
   // Per-sequence key counts (paged cache) or nullptr.
   const int32_t* seqlens_k = nullptr;
 

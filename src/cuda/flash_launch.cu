@@ -15,6 +15,13 @@ cudaError_t run_path(FwdPath path, const AttentionParams& a, const FwdParams& p,
                      cudaStream_t stream) {
   const bool fp16 = a.dtype == DType::kFloat16;
   switch (path) {
+    case FwdPath::kSm90:
+      if constexpr (kHeadDim == 80) {
+        return cudaErrorNotSupported;  // runs as 96 (fwd_padded_head_dim)
+      } else {
+        return fp16 ? run_flash_fwd<FwdPath::kSm90, __half, kHeadDim>(p, stream)
+                    : run_flash_fwd<FwdPath::kSm90, __nv_bfloat16, kHeadDim>(p, stream);
+      }
     case FwdPath::kSm80:
       return fp16 ? run_flash_fwd<FwdPath::kSm80, __half, kHeadDim>(p, stream)
                   : run_flash_fwd<FwdPath::kSm80, __nv_bfloat16, kHeadDim>(p, stream);
@@ -59,6 +66,8 @@ FwdParams make_fwd_params(const AttentionParams& a) {
   p.group_size = static_cast<int>(a.group_size());
   p.seqlen_q = static_cast<int>(a.seqlen_q);
   p.seqlen_k = static_cast<int>(a.seqlen_k);
+  p.rows_q = a.is_varlen() ? a.total_q : a.seqlen_q;
+  p.rows_k = a.is_varlen() ? a.total_k : a.seqlen_k;
   p.head_dim = static_cast<int>(a.head_dim);
   set_mask_and_scale(a, &p);
   return p;
@@ -80,7 +89,7 @@ cudaError_t launch_forward(const FwdChoice& choice, const AttentionParams& a,
 
 cudaError_t flash_attention_sm80(const AttentionParams& a, cudaStream_t stream) {
   FwdChoice choice;
-  if (!choose_fwd_kernel(80, 0, a, &choice).is_ok()) return cudaErrorNotSupported;
+  if (!choose_fwd_kernel(80, 0, a, &choice, false).is_ok()) return cudaErrorNotSupported;
   return launch_forward(choice, a, stream);
 }
 

@@ -23,6 +23,9 @@ struct FwdParams {
 
   int batch = 0, heads_q = 0, group_size = 1;
   int seqlen_q = 0, seqlen_k = 0;  // varlen: maxima, used for the grid only
+  // Rows of the q/out and k/v tensors along their row axis: seqlen_q and
+  // seqlen_k, or for varlen the totals (the sm90 kernel's tensor maps).
+  int64_t rows_q = 0, rows_k = 0;
   int head_dim = 0;                // actual; the kernel's kHeadDim may be larger
   int window_left = -1, window_right = -1;  // < 0: unbounded
   // Scores enter exp2 as s * scale_log2 - m * scale_log2 (one FMA): log2(e) *

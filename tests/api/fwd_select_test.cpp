@@ -27,9 +27,9 @@ AttentionParams problem(int64_t head_dim) {
   return p;
 }
 
-std::string refusal(int capability, int path, const AttentionParams& p) {
+std::string refusal(int capability, int path, const AttentionParams& p, bool sm90a_code = true) {
   FwdChoice c;
-  const Status s = choose_fwd_kernel(capability, path, p, &c);
+  const Status s = choose_fwd_kernel(capability, path, p, &c, sm90a_code);
   return s.is_ok() ? "" : s.message();
 }
 
@@ -39,9 +39,21 @@ TEST(FwdSelect, PadsHeadDimsToTheInstantiatedOnes) {
                                         {256, 256}};
   for (auto [d, instantiated] : expect) {
     FwdChoice c;
-    ASSERT_TRUE(choose_fwd_kernel(90, 0, problem(d), &c).is_ok()) << d;
+    ASSERT_TRUE(choose_fwd_kernel(80, 0, problem(d), &c, true).is_ok()) << d;
     EXPECT_EQ(c.head_dim, instantiated) << d;
     EXPECT_EQ(c.path, FwdPath::kSm80);
+  }
+}
+
+TEST(FwdSelect, Sm90HasNoHeadDim80) {
+  const std::pair<int, int> expect[] = {{8, 64},    {64, 64},   {72, 96},   {80, 96},
+                                        {96, 96},   {104, 128}, {128, 128}, {136, 256},
+                                        {256, 256}};
+  for (auto [d, instantiated] : expect) {
+    FwdChoice c;
+    ASSERT_TRUE(choose_fwd_kernel(90, 0, problem(d), &c, true).is_ok()) << d;
+    EXPECT_EQ(c.head_dim, instantiated) << d;
+    EXPECT_EQ(c.path, FwdPath::kSm90);
   }
 }
 
@@ -50,12 +62,44 @@ TEST(FwdSelect, SameChoiceOnEveryAmpereClassDevice) {
   EXPECT_EQ(refusal(90, 80, problem(128)), "");
 }
 
-FwdPath chosen(int capability, int path, DType dtype = DType::kFloat16) {
+FwdPath chosen(int capability, int path, DType dtype = DType::kFloat16, bool sm90a_code = true) {
   AttentionParams p = problem(128);
   p.dtype = dtype;
   FwdChoice c;
-  EXPECT_TRUE(choose_fwd_kernel(capability, path, p, &c).is_ok()) << capability << " " << path;
+  EXPECT_TRUE(choose_fwd_kernel(capability, path, p, &c, sm90a_code).is_ok())
+      << capability << " " << path;
   return c.path;
+}
+
+TEST(FwdSelect, Sm90OnlyOnHopperWithSm90aCode) {
+  EXPECT_EQ(chosen(90, 0), FwdPath::kSm90);
+  EXPECT_EQ(chosen(90, 0, DType::kBFloat16), FwdPath::kSm90);
+  EXPECT_EQ(chosen(90, FA_CUDA_PATH_SM90), FwdPath::kSm90);
+  // sm_90a code runs on 9.0 alone: newer GPUs take the Ampere-class path.
+  EXPECT_EQ(chosen(100, 0), FwdPath::kSm80);
+  EXPECT_EQ(chosen(120, 0), FwdPath::kSm80);
+  EXPECT_EQ(chosen(90, 0, DType::kFloat16, /*sm90a_code=*/false), FwdPath::kSm80);
+  EXPECT_NE(refusal(100, FA_CUDA_PATH_SM90, problem(64)).find("runs only on compute capability 9.0"),
+            std::string::npos);
+  EXPECT_NE(refusal(80, FA_CUDA_PATH_SM90, problem(64)).find("this device has 8.0"),
+            std::string::npos);
+  EXPECT_NE(refusal(90, FA_CUDA_PATH_SM90, problem(64), false).find("no sm_90a code"),
+            std::string::npos);
+}
+
+TEST(FwdSelect, Sm90NeedsWhatTheCopyEngineReads) {
+  // Varlen tensors whose row totals are unknown cannot be described to TMA.
+  AttentionParams p = problem(64);
+  const int32_t cu[3] = {0, 50, 100};
+  p.cu_seqlens_q = p.cu_seqlens_k = cu;
+  EXPECT_EQ(chosen(90, 0), FwdPath::kSm90);
+  FwdChoice c;
+  ASSERT_TRUE(choose_fwd_kernel(90, 0, p, &c, true).is_ok());
+  EXPECT_EQ(c.path, FwdPath::kSm80);
+  EXPECT_NE(refusal(90, FA_CUDA_PATH_SM90, p).find("copy engine (TMA)"), std::string::npos);
+  p.total_q = p.total_k = 100;
+  ASSERT_TRUE(choose_fwd_kernel(90, 0, p, &c, true).is_ok());
+  EXPECT_EQ(c.path, FwdPath::kSm90);
 }
 
 TEST(FwdSelect, AutoTakesTheNewestFamilyTheDeviceRuns) {
@@ -63,7 +107,7 @@ TEST(FwdSelect, AutoTakesTheNewestFamilyTheDeviceRuns) {
   EXPECT_EQ(chosen(72, 0), FwdPath::kSm70);
   EXPECT_EQ(chosen(75, 0), FwdPath::kSm75);
   EXPECT_EQ(chosen(80, 0), FwdPath::kSm80);
-  EXPECT_EQ(chosen(90, 0, DType::kBFloat16), FwdPath::kSm80);
+  EXPECT_EQ(chosen(90, 0, DType::kFloat16, false), FwdPath::kSm80);
 }
 
 TEST(FwdSelect, OlderFamiliesCanBeForcedOnNewerDevices) {

@@ -39,9 +39,10 @@ struct PathParam {
 void PrintTo(const PathParam& p, std::ostream* os) { *os << "sm" << p.path << " " << describe(p.m.c); }
 
 std::vector<PathParam> forced_path_matrix(int path) {
+  const bool fp16_only = path == FA_CUDA_PATH_SM70 || path == FA_CUDA_PATH_SM75;
   std::vector<PathParam> out;
   for (MatrixParam m : indexed(matrix_for(FA_BACKEND_CUDA, /*quick=*/false))) {
-    m.c.dtype = FA_DTYPE_FLOAT16;
+    if (fp16_only) m.c.dtype = FA_DTYPE_FLOAT16;
     out.push_back({path, m});
   }
   return out;
@@ -62,6 +63,11 @@ TEST_P(CudaForcedPath, MatchesReference) {
   EXPECT_TRUE(o.passed) << describe(GetParam().m.c) << ": " << o.detail;
 }
 
+// On an H100 the automatic choice is sm90; the sm80 path is forced here.
+INSTANTIATE_TEST_SUITE_P(Sm90, CudaForcedPath, testing::ValuesIn(forced_path_matrix(FA_CUDA_PATH_SM90)),
+                         path_param_name);
+INSTANTIATE_TEST_SUITE_P(Sm80, CudaForcedPath, testing::ValuesIn(forced_path_matrix(FA_CUDA_PATH_SM80)),
+                         path_param_name);
 INSTANTIATE_TEST_SUITE_P(Sm75, CudaForcedPath, testing::ValuesIn(forced_path_matrix(FA_CUDA_PATH_SM75)),
                          path_param_name);
 INSTANTIATE_TEST_SUITE_P(Sm70, CudaForcedPath, testing::ValuesIn(forced_path_matrix(FA_CUDA_PATH_SM70)),

@@ -111,8 +111,10 @@ class CudaCall : public testing::Test {
   fa_run_options opt_{};
 };
 
-// Each kernel family: the automatic choice and the forced older paths.
-constexpr int32_t kPaths[] = {FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM75, FA_CUDA_PATH_SM70};
+// Each kernel family: the automatic choice (sm90 on Hopper) and the forced
+// older paths.
+constexpr int32_t kPaths[] = {FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM80, FA_CUDA_PATH_SM75,
+                              FA_CUDA_PATH_SM70};
 
 TEST_F(CudaCall, RepeatedRunsAreBitwiseEqual) {
   for (int32_t path : kPaths) {

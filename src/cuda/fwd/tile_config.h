@@ -11,14 +11,16 @@ enum class FwdPath {
   kSm70 = 70,  // mma.sync m8n8k4, plain loads through registers (Volta)
   kSm75 = 75,  // mma.sync m16n8k8, ldmatrix, register-staged loads (Turing)
   kSm80 = 80,  // mma.sync m16n8k16, ldmatrix, cp.async ring (Ampere and newer)
+  kSm90 = 90,  // wgmma, TMA, warp-specialized (Hopper: sm90a code, 9.0 only)
 };
 
 struct FwdTileConfig {
   int block_m;  // query rows per block (Br)
   int block_n;  // keys per mainloop step (Bc)
   int warps;
-  // sm80: K/V shared-memory buffers (cp.async pipeline depth). sm75 and sm70
-  // keep one K and one V buffer and stage the next tile in registers: 1.
+  // sm80: K/V shared-memory buffers (cp.async pipeline depth); sm90: depth of
+  // the TMA ring. sm75 and sm70 keep one K and one V buffer and stage the
+  // next tile in registers: 1.
   int stages;
   // Rescale O after P is built, behind a warp-uniform branch, instead of
   // row by row before the exponentials. Only where registers demand it: the
@@ -75,17 +77,36 @@ constexpr FwdTileConfig sm70_tile_config(int head_dim) {
   }
 }
 
+// sm90: two consumer warpgroups of 64 rows and one producer warp(group);
+// shared memory (227 KiB a block) bounds block_n and the ring's depth: Q
+// takes block_m * 128 bytes per 64 columns, each stage a K and a V tile.
+constexpr FwdTileConfig sm90_tile_config(int head_dim) {
+  switch (head_dim) {
+    case 64: return {128, 128, 12, 3, false};
+    case 96: return {128, 128, 12, 2, false};
+    case 128: return {128, 128, 12, 2, false};
+    case 256: return {128, 80, 12, 2, false};
+    default: return {0, 0, 0, 0, false};
+  }
+}
+
 constexpr FwdTileConfig fwd_tile_config(FwdPath path, int head_dim) {
-  return path == FwdPath::kSm80   ? sm80_tile_config(head_dim)
+  return path == FwdPath::kSm90   ? sm90_tile_config(head_dim)
+         : path == FwdPath::kSm80 ? sm80_tile_config(head_dim)
          : path == FwdPath::kSm75 ? sm75_tile_config(head_dim)
                                   : sm70_tile_config(head_dim);
 }
 
 // The instantiated head dims; other multiples of 8 run on the next one up
-// with the extra columns zero-filled.
+// with the extra columns zero-filled. sm90 has no 80: the copy engine
+// zero-fills the columns past the real head dim at no cost.
 constexpr int fwd_padded_head_dim(int head_dim) {
   return head_dim <= 64 ? 64 : head_dim <= 80 ? 80 : head_dim <= 96 ? 96
        : head_dim <= 128 ? 128 : head_dim <= 256 ? 256 : 0;
+}
+constexpr int fwd_padded_head_dim(FwdPath path, int head_dim) {
+  return path == FwdPath::kSm90 && head_dim > 64 && head_dim <= 80 ? 96
+                                                                    : fwd_padded_head_dim(head_dim);
 }
 
 }  // namespace fastattn::cuda

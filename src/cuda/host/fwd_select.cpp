@@ -4,24 +4,69 @@
 #include <sstream>
 
 #include "cuda/host/chunk_check.h"
+#include "cuda/host/tma_layout.h"
 #include "fastattn/fastattn.h"
 
 namespace fastattn::cuda {
 namespace {
 constexpr const char* kWho = "the CUDA backend";
 constexpr const char* kAllowedPaths =
-    "FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM70 (70), FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80)";
+    "FA_CUDA_PATH_AUTO (0), FA_CUDA_PATH_SM70 (70), FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80), "
+    "FA_CUDA_PATH_SM90 (90)";
+
+// Whether the copy engine can move q, k, v and out as the sm90 kernel's
+// tensor maps describe them (varlen: rows are the totals, one "sequence"),
+// and the persistent grid's tile count fits an int.
+bool sm90_reads_ok(const AttentionParams& p) {
+  const bool varlen = p.is_varlen();
+  if (varlen && (p.total_q <= 0 || p.total_k <= 0)) return false;
+  if ((p.seqlen_q + 127) / 128 * p.heads_q * p.batch > INT32_MAX) return false;
+  const int64_t rows_q = varlen ? p.total_q : p.seqlen_q, rows_k = varlen ? p.total_k : p.seqlen_k;
+  const int64_t seqs = varlen ? 1 : p.batch;
+  return tma_layout_ok({p.q, p.head_dim, rows_q, p.heads_q, seqs, p.q_row_stride, p.q_head_stride,
+                        p.q_batch_stride}) &&
+         tma_layout_ok({p.kv.k, p.head_dim, rows_k, p.heads_kv, seqs, p.kv.k_row_stride,
+                        p.kv.k_head_stride, p.kv.k_batch_stride}) &&
+         tma_layout_ok({p.kv.v, p.head_dim, rows_k, p.heads_kv, seqs, p.kv.v_row_stride,
+                        p.kv.v_head_stride, p.kv.v_batch_stride}) &&
+         tma_layout_ok({p.out, p.head_dim, rows_q, p.heads_q, seqs, p.out_row_stride,
+                        p.out_head_stride, p.out_batch_stride});
+}
+
+Status check_sm90(int capability, bool sm90a_code, const AttentionParams& p) {
+  std::ostringstream m;
+  if (capability != 90) {
+    m << "options.cuda_path: the sm90 path runs only on compute capability 9.0 (its wgmma and "
+         "setmaxnreg code is specific to sm_90a); this device has "
+      << capability / 10 << "." << capability % 10 << "; allowed here: FA_CUDA_PATH_AUTO, "
+      << (capability >= 80 ? "FA_CUDA_PATH_SM80, " : "") << "older paths";
+    return Status::unsupported(m.str());
+  }
+  if (!sm90a_code) {
+    return Status::unsupported(
+        "options.cuda_path: this build has no sm_90a code for the sm90 path (add 90a to "
+        "CMAKE_CUDA_ARCHITECTURES); allowed: FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM80");
+  }
+  if (!sm90_reads_ok(p)) {
+    return Status::unsupported(
+        "q/k/v: the sm90 path reads through the copy engine (TMA), which needs 16-byte aligned "
+        "base pointers and positive row, head and batch strides that are multiples of 16 bytes; "
+        "allowed with these tensors: FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM80");
+  }
+  return Status::ok();
+}
 }  // namespace
 
 Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
-                         FwdChoice* out) {
+                         FwdChoice* out, bool sm90a_code) {
   if (p.dtype != DType::kFloat16 && p.dtype != DType::kBFloat16) {
     return Status::unsupported(
         "q: dtype float32 is not supported by the CUDA backend; allowed: float16, bfloat16 "
         "(float32 runs on FA_BACKEND_CPU)");
   }
   if (requested_path != FA_CUDA_PATH_AUTO && requested_path != FA_CUDA_PATH_SM70 &&
-      requested_path != FA_CUDA_PATH_SM75 && requested_path != FA_CUDA_PATH_SM80) {
+      requested_path != FA_CUDA_PATH_SM75 && requested_path != FA_CUDA_PATH_SM80 &&
+      requested_path != FA_CUDA_PATH_SM90) {
     std::ostringstream m;
     m << "options.cuda_path: " << requested_path << " is unknown; allowed: "
       << kAllowedPaths;
@@ -33,19 +78,23 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
       << " has no CUDA attention path; allowed: 7.0 (Volta) and newer";
     return Status::unsupported(m.str());
   }
+  const bool sm90_auto = capability == 90 && sm90a_code && sm90_reads_ok(p);
   const FwdPath path = requested_path != FA_CUDA_PATH_AUTO ? static_cast<FwdPath>(requested_path)
+                       : sm90_auto                        ? FwdPath::kSm90
                        : capability >= 80                 ? FwdPath::kSm80
                        : capability >= 75                 ? FwdPath::kSm75
                                                           : FwdPath::kSm70;
   const int path_arch = static_cast<int>(path);
-  if (capability < path_arch) {
+  if (path == FwdPath::kSm90) {
+    FA_RETURN_IF_ERROR(check_sm90(capability, sm90a_code, p));
+  } else if (capability < path_arch) {
     std::ostringstream m;
     m << "options.cuda_path: the sm" << path_arch << " path needs compute capability "
       << path_arch / 10 << "." << path_arch % 10 << " or newer; this device has "
       << capability / 10 << "." << capability % 10;
     return Status::unsupported(m.str());
   }
-  if (path != FwdPath::kSm80 && p.dtype == DType::kBFloat16) {
+  if ((path == FwdPath::kSm70 || path == FwdPath::kSm75) && p.dtype == DType::kBFloat16) {
     std::ostringstream m;
     m << "q: dtype bfloat16 is not supported on the sm" << path_arch
       << " path: the tensor cores of " << (path == FwdPath::kSm75 ? "Turing" : "Volta")
@@ -56,7 +105,7 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
   if (p.kv.page_table != nullptr || p.seqlens_k != nullptr) {
     return Status::unsupported("k/v: the CUDA forward path takes contiguous K/V, not a paged cache");
   }
-  const int head_dim = fwd_padded_head_dim(static_cast<int>(p.head_dim));
+  const int head_dim = fwd_padded_head_dim(path, static_cast<int>(p.head_dim));
   if (p.head_dim % 8 != 0 || head_dim == 0) {
     std::ostringstream m;
     m << "q: head dim " << p.head_dim << " is not supported on CUDA; allowed: multiples of 8 up "

@@ -16,11 +16,13 @@ struct FwdChoice {
 };
 
 // `capability` is major * 10 + minor (90 for an H100); `requested_path` an
-// fa_cuda_path value. FA_CUDA_PATH_AUTO takes the newest family the device
-// runs (sm70-72: sm70, sm75: sm75, sm80 and newer: sm80); a forced family
-// runs on any device at least as new as its own architecture. On failure the status names the argument and what is
-// allowed, and `out` is untouched.
+// fa_cuda_path value; `sm90a_code` whether the build holds sm_90a code.
+// FA_CUDA_PATH_AUTO takes the newest family the device runs (sm70-72: sm70,
+// sm75: sm75, 9.0: sm90 where the copy engine can read the tensors, else
+// sm80 and newer: sm80). A forced family runs on any device at least as new
+// as its own architecture, except sm90, which runs on 9.0 alone. On failure
+// the status names the argument and what is allowed, and `out` is untouched.
 Status choose_fwd_kernel(int capability, int requested_path, const AttentionParams& p,
-                         FwdChoice* out);
+                         FwdChoice* out, bool sm90a_code);
 
 }  // namespace fastattn::cuda

@@ -18,6 +18,13 @@ Status device_error(const char* what, cudaError_t err) {
           std::string(what) + ": " + cudaGetErrorName(err) + ": " + cudaGetErrorString(err)};
 }
 
+// Whether the build compiled the sm90 path for sm_90a (cmake/cuda.cmake).
+#ifdef FASTATTN_CUDA_SM90A
+constexpr bool kSm90aCode = true;
+#else
+constexpr bool kSm90aCode = false;
+#endif
+
 int requested_path(const fa_run_options* options) { return options ? options->cuda_path : 0; }
 
 // The GPU that holds `ptr` (the API checked every tensor is on it).
@@ -39,7 +46,7 @@ Status choose(const AttentionParams& p, const fa_run_options* options, int* devi
               cuda::FwdChoice* choice) {
   FA_RETURN_IF_ERROR(device_holding(p.q, device));
   return cuda::choose_fwd_kernel(cuda::device_capability(*device), requested_path(options), p,
-                                 choice);
+                                 choice, kSm90aCode);
 }
 
 }  // namespace

@@ -1,0 +1,622 @@
+// Hopper forward kernel (sm90a): the two-level tiling of FastAttention on a
+// warp-specialized block.
+//   First level: (kBlockN, d) K/V tiles moved by the copy engine (TMA) into a
+//     kStages-deep shared-memory ring, issued by one producer warp and
+//     handed over through mbarriers (full: bytes landed; empty: consumers done).
+//   Second level: two consumer warpgroups, 64 query rows each, run S = Q K^T
+//     (wgmma, both operands in shared memory) and O += P V (wgmma, P from
+//     registers, V read N-major straight from its [key][dim] tile), with the
+//     online softmax on the CUDA cores in between.
+// The tensor cores and the CUDA cores overlap at two levels, each a compile-
+// time switch so that its worth can be measured:
+//   kOverlap (within a warpgroup): Q K^T of tile i+1 and P V of tile i are in
+//     flight while the softmax of tile i+1 runs;
+//   kPingPong (between warpgroups): named barriers let one warpgroup issue its
+//     MMAs while the other runs its softmax, so the tensor cores stay fed.
+// Key tiles are visited from the last to the first, so the masked tiles at
+// the diagonal come first and the rest run without mask instructions.
+// The grid is persistent: one block per SM walks query tiles longest-first
+// (under a causal mask the last query tiles see the most keys), and the
+// producer loads the next tile's Q and K/V while the consumers finish the
+// current one, whose O leaves through a TMA store.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/common/mask.cuh"
+#include "cuda/common/mma.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/common/sm90.cuh"
+#include "cuda/common/wgmma_ops.cuh"
+#include "cuda/flash_params.h"
+#include "cuda/fwd/kernel_common.cuh"
+#include "cuda/fwd/tile_config.h"
+
+namespace fastattn::cuda {
+
+// What a launch adds to FwdParams: the tensor maps (built on the host, see
+// host/tma_desc.h), 4-d (head dim, rows, heads, sequences) views of Q, K, V
+// and O (varlen batches store O without its map: a box would spill into the
+// next sequence), and the tile order's section width (see TileOrder).
+struct Sm90Args {
+  CUtensorMap q, k, v, o;
+  int section_heads;
+};
+
+template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_,
+          bool kPingPong_>
+struct Sm90Traits {
+  using Elem = Elem_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockN = kBlockN_;
+  static constexpr int kStages = kStages_;
+  static constexpr bool kOverlap = kOverlap_;
+  static constexpr bool kPingPong = kPingPong_;
+  static constexpr int kConsumers = 2;  // warpgroups of 64 query rows
+  static constexpr int kBlockM = 64 * kConsumers;
+  static constexpr int kThreads = 128 * (kConsumers + 1);
+  // Shared tiles are stored as column blocks of 64 elements (128-byte rows,
+  // the widest TMA / wgmma swizzle); d = 96 leaves half of its second block
+  // zero-filled by the copy engine.
+  static constexpr int kColBlocks = (kHeadDim + 63) / 64;
+  static constexpr int kQBlockBytes = kBlockM * 128;
+  static constexpr int kKVBlockBytes = kBlockN * 128;
+  static constexpr int kQBytes = kColBlocks * kQBlockBytes;
+  static constexpr int kKVTileBytes = kColBlocks * kKVBlockBytes;
+  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
+  // O is staged for its store in a buffer of its own where shared memory
+  // allows (then the next tile's Q can land during the epilogue), else in
+  // the Q tile.
+  static constexpr int kRingBytes = kQBytes + 2 * kStages * kKVTileBytes + kBarrierBytes + 1024;
+  static constexpr bool kSeparateO = kRingBytes + kQBytes <= 227 * 1024;
+  // + 1 KiB to align the tiles to the swizzle's 1024-byte atoms.
+  static constexpr int kSmemBytes = kRingBytes + (kSeparateO ? kQBytes : 0);
+  // Registers per thread after setmaxnreg. The block is launched with 168
+  // (65536 / 384, rounded down to 8) and may only redistribute those: 128 x
+  // 24 + 256 x 240 = 384 x 168. Asking for more leaves the consumers waiting
+  // in setmaxnreg.inc for registers that never come.
+  static constexpr int kProducerRegs = 24;
+  static constexpr int kConsumerRegs = 240;
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * 168);
+  static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0);
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory of one Hopper block");
+};
+
+// The shipped configuration of a head dim: the tile table's shape, both
+// overlaps on.
+template <typename Elem, int kHeadDim>
+struct DefaultSm90 {
+  static constexpr FwdTileConfig c = sm90_tile_config(kHeadDim);
+  using type = Sm90Traits<Elem, kHeadDim, c.block_n, c.stages, kHeadDim < 256, true>;
+};
+template <typename Elem, int kHeadDim>
+using DefaultSm90Traits = typename DefaultSm90<Elem, kHeadDim>::type;
+
+namespace sm90_detail {
+
+// Named barriers (0 is __syncthreads): the ping-pong turn of each consumer
+// warpgroup, and each warpgroup's own epilogue barrier.
+constexpr int kTurnBarrier = 1;      // + consumer index
+constexpr int kEpilogueBarrier = 3;  // + consumer index
+
+template <class T>
+struct Smem {
+  uint32_t q, o, k, v, bar;
+  __device__ __forceinline__ explicit Smem(unsigned char* raw) {
+    const uint32_t base = (smem_addr(raw) + 1023u) & ~1023u;
+    q = base;
+    o = T::kSeparateO ? q + T::kQBytes : q;
+    k = q + (T::kSeparateO ? 2 : 1) * T::kQBytes;
+    v = k + T::kStages * T::kKVTileBytes;
+    bar = v + T::kStages * T::kKVTileBytes;
+  }
+  __device__ __forceinline__ uint32_t q_full() const { return bar; }
+  __device__ __forceinline__ uint32_t q_empty() const { return bar + 8; }
+  __device__ __forceinline__ uint32_t k_full(int s) const { return bar + 8 * (2 + s); }
+  __device__ __forceinline__ uint32_t v_full(int s) const { return bar + 8 * (2 + T::kStages + s); }
+  __device__ __forceinline__ uint32_t k_empty(int s) const {
+    return bar + 8 * (2 + 2 * T::kStages + s);
+  }
+  __device__ __forceinline__ uint32_t v_empty(int s) const {
+    return bar + 8 * (2 + 3 * T::kStages + s);
+  }
+  __device__ __forceinline__ uint32_t k_tile(int s) const { return k + s * T::kKVTileBytes; }
+  __device__ __forceinline__ uint32_t v_tile(int s) const { return v + s * T::kKVTileBytes; }
+};
+
+// The persistent grid's work list: tiles_m * heads * batch query tiles in
+// one order, dealt to the blocks in rounds of gridDim.x, every other round
+// in reverse (block j takes positions j, 2G - 1 - j, 2G + j, ...).
+// (head, sequence) pairs form sections of `section` pairs whose K and V fit
+// in L2 together (chosen on the host), so the blocks running at once share
+// the K/V of a few heads instead of streaming one head each from memory.
+// Within a section query blocks go last to first: under a causal mask the
+// longest rows start first, and the reversed rounds pair a block's long
+// tile of one round with a short one of the next, so that static dealing
+// still gives every block about the same work.
+struct TileOrder {
+  int tiles_m, heads_batch, section;
+  __device__ __forceinline__ TileOrder(const FwdParams& p, int block_m, int section_heads)
+      : tiles_m((p.seqlen_q + block_m - 1) / block_m),
+        heads_batch(p.heads_q * p.batch),
+        section(section_heads) {}
+  __device__ __forceinline__ int count() const { return tiles_m * heads_batch; }
+  __device__ __forceinline__ int first() const { return blockIdx.x; }
+  // The position this block takes in round k.
+  __device__ __forceinline__ int next(int k) const {
+    const int g = gridDim.x;
+    return k * g + (k & 1 ? g - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x));
+  }
+  __device__ __forceinline__ void at(int i, int heads, int* m_block, int* h, int* b) const {
+    const int first = i / (tiles_m * section) * section;
+    const int within = i - first * tiles_m;
+    const int width = min(section, heads_batch - first);
+    *m_block = tiles_m - 1 - within / width;
+    const int hb = first + within % width;
+    *h = hb % heads;
+    *b = hb / heads;
+  }
+};
+
+// What one query tile covers: lengths, first rows in the tensor maps, key
+// tiles.
+struct Sm90Block {
+  int lq, lk, m0;
+  int q_row, k_row;  // row coordinates of (query m0, key 0) in the maps
+  int map_b;         // sequence coordinate in the maps (0 for varlen)
+  KeyTiles tiles;
+
+  __device__ __forceinline__ Sm90Block(const FwdParams& p, int m_block, int block_m, int block_n,
+                                       int b)
+      : lq(seq_len(p.cu_seqlens_q, b, p.seqlen_q)),
+        lk(seq_len(p.cu_seqlens_k, b, p.seqlen_k)),
+        m0(m_block * block_m),
+        q_row((p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0) + m0),
+        k_row(p.cu_seqlens_k ? p.cu_seqlens_k[b] : 0),
+        map_b(p.cu_seqlens_q ? 0 : b),
+        tiles(KeyWindow{p.window_left, p.window_right}, m0, block_m, lq, lk, block_n) {}
+
+  static __device__ __forceinline__ int seq_len(const int32_t* cu, int b, int fixed) {
+    return cu ? cu[b + 1] - cu[b] : fixed;
+  }
+  // Varlen: a query tile past its sequence's end, skipped by every role.
+  __device__ __forceinline__ bool empty() const { return m0 >= lq; }
+  __device__ __forceinline__ int key_tiles() const { return max(tiles.end - tiles.begin, 0); }
+};
+
+// The producer: one thread issues every copy. `kv` counts the K/V tiles
+// loaded so far over all query tiles, which fixes ring stage and phase.
+template <class T>
+__device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& args,
+                                         const Smem<T>& sm) {
+  const TileOrder order(p, T::kBlockM, args.section_heads);
+  int kv = 0, done = 0;
+  for (int k = 0, i = order.first(); i < order.count(); i = order.next(++k)) {
+    int m_block, h, b;
+    order.at(i, p.heads_q, &m_block, &h, &b);
+    const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, b);
+    if (blk.empty()) continue;
+    const int hk = h / p.group_size;
+    // Q of the previous tile is free once both consumers' last Q K^T ended.
+    sm90::mbarrier_wait(sm.q_empty(), (done & 1) ^ 1);
+    sm90::mbarrier_arrive_expect_tx(sm.q_full(), T::kQBytes);
+#pragma unroll
+    for (int c = 0; c < T::kColBlocks; ++c)
+      sm90::tma_load_4d(sm.q + c * T::kQBlockBytes, &args.q, sm.q_full(), 64 * c, blk.q_row, h,
+                        blk.map_b);
+    const int n_tiles = blk.key_tiles();
+    for (int it = 0; it < n_tiles; ++it, ++kv) {
+      const int nb = blk.tiles.end - 1 - it;
+      const int stage = kv % T::kStages;
+      const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
+      const int row = blk.k_row + nb * T::kBlockN;
+      sm90::mbarrier_wait(sm.k_empty(stage), parity);
+      sm90::mbarrier_arrive_expect_tx(sm.k_full(stage), T::kKVTileBytes);
+#pragma unroll
+      for (int c = 0; c < T::kColBlocks; ++c)
+        sm90::tma_load_4d(sm.k_tile(stage) + c * T::kKVBlockBytes, &args.k, sm.k_full(stage),
+                          64 * c, row, hk, blk.map_b);
+      sm90::mbarrier_wait(sm.v_empty(stage), parity);
+      sm90::mbarrier_arrive_expect_tx(sm.v_full(stage), T::kKVTileBytes);
+#pragma unroll
+      for (int c = 0; c < T::kColBlocks; ++c)
+        sm90::tma_load_4d(sm.v_tile(stage) + c * T::kKVBlockBytes, &args.v, sm.v_full(stage),
+                          64 * c, row, hk, blk.map_b);
+    }
+    ++done;
+  }
+}
+
+// One consumer warpgroup: 64 query rows of each query tile, against all of
+// the tile's key tiles.
+template <class T, bool kSoftcap>
+struct Consumer {
+  using Elem = typename T::Elem;
+  using MmaS = sm90::Wgmma<Elem, T::kBlockN>;
+  using MmaO = sm90::Wgmma<Elem, T::kHeadDim>;
+  static constexpr int kS = T::kBlockN / 2;   // S accumulator floats per thread
+  static constexpr int kO = T::kHeadDim / 2;  // O accumulator floats per thread
+  static constexpr int kPV = T::kBlockN / 16; // k-steps of P V
+
+  const FwdParams& p;
+  const Smem<T>& sm;
+  const int wg;    // consumer index, 0 or 1
+  const int row0;  // this thread's first row within the block (second: + 8)
+  const int t;     // lane % 4: column pair within each 8-column block
+  int kv = 0;      // K/V tiles consumed so far (ring stage and phase)
+  bool stored = false;  // a TMA store of O may still be reading the O buffer
+
+  float o[kO];
+  float row_max[2], row_sum[2];
+
+  __device__ __forceinline__ Consumer(const FwdParams& p_, const Smem<T>& sm_, int wg_, int wtid)
+      : p(p_), sm(sm_), wg(wg_), row0(wg_ * 64 + (wtid >> 5) * 16 + ((wtid & 31) >> 2)),
+        t(wtid & 3) {}
+
+  __device__ __forceinline__ void reset() {
+#pragma unroll
+    for (int i = 0; i < kO; ++i) o[i] = 0.f;
+    row_max[0] = row_max[1] = -INFINITY;
+    row_sum[0] = row_sum[1] = 0.f;
+  }
+
+  // Ping-pong turns: wait for this warpgroup's turn to issue MMAs, and hand
+  // the turn over once they are issued.
+  __device__ __forceinline__ void take_turn() const {
+    if constexpr (T::kPingPong) sm90::named_barrier_sync(sm90_detail::kTurnBarrier + wg, 256);
+  }
+  __device__ __forceinline__ void pass_turn() const {
+    if constexpr (T::kPingPong)
+      sm90::named_barrier_arrive(sm90_detail::kTurnBarrier + (wg ^ 1), 256);
+  }
+
+  // Each warp's lane 0 arrives once its share of the MMAs reading a buffer
+  // has completed; the empty barriers count 4 warps x 2 warpgroups.
+  __device__ __forceinline__ void release(uint32_t bar) const {
+    __syncwarp();
+    if ((threadIdx.x & 31) == 0) sm90::mbarrier_arrive(bar);
+  }
+  // Q is released after the last Q K^T, unless O is staged in it.
+  __device__ __forceinline__ void release_q_after_mma() const {
+    if constexpr (T::kSeparateO) release(sm.q_empty());
+  }
+
+  __device__ __forceinline__ void issue_qk(float (&s)[kS], int stage) const {
+    const uint32_t q = sm.q + wg * 64 * 128;
+    const uint32_t k = sm.k_tile(stage);
+#pragma unroll
+    for (int kk = 0; kk < T::kHeadDim / 16; ++kk) {
+      const uint32_t col = (kk % 4) * 32;  // k16 step within a 128-byte row
+      const uint64_t da = sm90::smem_desc_sw128(q + (kk / 4) * T::kQBlockBytes + col, 16, 1024);
+      const uint64_t db = sm90::smem_desc_sw128(k + (kk / 4) * T::kKVBlockBytes + col, 16, 1024);
+      MmaS::ss(s, da, db, kk > 0);
+    }
+  }
+
+  __device__ __forceinline__ void issue_pv(const uint32_t (&pa)[kPV][4], int stage) {
+    const uint32_t v = sm.v_tile(stage);
+#pragma unroll
+    for (int kk = 0; kk < kPV; ++kk) {
+      const uint64_t db = sm90::smem_desc_sw128(v + kk * 16 * 128, T::kKVBlockBytes, 1024);
+      MmaO::rs(o, pa[kk], db, 1);
+    }
+  }
+
+  // Softcap and mask of tile nb, then the online softmax: S becomes P (in
+  // place, unnormalised) and the returned factors rescale O.
+  __device__ __forceinline__ void softmax(float (&s)[kS], const Sm90Block& blk, int nb,
+                                          float (&corr)[2]) {
+    if constexpr (kSoftcap) {
+      constexpr float k2Log2e = 2.8853900817779268f;
+      const float k = p.softcap_inv_scale * k2Log2e;
+#pragma unroll
+      for (int i = 0; i < kS; ++i) s[i] = softcap(s[i], p.softcap, k);
+    }
+    if (nb < blk.tiles.full_begin || nb >= blk.tiles.full_end) {
+      const KeyWindow window{p.window_left, p.window_right};
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        int kb, ke;
+        window.range(blk.m0 + row0 + 8 * r, blk.lq, blk.lk, &kb, &ke);
+        kb -= nb * T::kBlockN + 2 * t;
+        ke -= nb * T::kBlockN + 2 * t;
+#pragma unroll
+        for (int i = 0; i < kS; ++i) {
+          if (((i >> 1) & 1) != r) continue;
+          const int j = 8 * (i >> 2) + (i & 1);
+          if (j < kb || j >= ke) s[i] = -INFINITY;
+        }
+      }
+    }
+    const float scale_log2 = p.scale_log2;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = row_max[r];
+#pragma unroll
+      for (int i = 0; i < kS; ++i)
+        if (((i >> 1) & 1) == r) mx = fmaxf(mx, s[i]);
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      // A row with no key so far keeps m = -inf; its exponents use offset 0
+      // so that exp2(-inf - -inf) never makes a NaN.
+      const float m_scaled = mx == -INFINITY ? 0.f : mx * scale_log2;
+      corr[r] = ex2(row_max[r] * scale_log2 - m_scaled);
+      row_max[r] = mx;
+      float sum = 0.f;  // this tile's, added to the running sum once
+#pragma unroll
+      for (int i = 0; i < kS; ++i)
+        if (((i >> 1) & 1) == r) {
+          s[i] = ex2(fmaf(s[i], scale_log2, -m_scaled));
+          sum += s[i];
+        }
+      row_sum[r] = fmaf(row_sum[r], corr[r], sum);
+    }
+  }
+
+  __device__ __forceinline__ void rescale_o(const float (&corr)[2]) {
+#pragma unroll
+    for (int i = 0; i < kO; ++i) o[i] *= corr[(i >> 1) & 1];
+  }
+
+  // P as the A fragments of P V: k-step kk covers n8 blocks 2kk and 2kk + 1.
+  static __device__ __forceinline__ void pack_p(const float (&s)[kS], uint32_t (&pa)[kPV][4]) {
+#pragma unroll
+    for (int kk = 0; kk < kPV; ++kk)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) pa[kk][r] = pack2<Elem>(s[8 * kk + 2 * r], s[8 * kk + 2 * r + 1]);
+  }
+
+  __device__ __forceinline__ int stage_of(int it) const { return (kv + it) % T::kStages; }
+  __device__ __forceinline__ uint32_t parity_of(int it) const {
+    return ((kv + it) / T::kStages) & 1;
+  }
+
+  __device__ __forceinline__ void mainloop(const Sm90Block& blk) {
+    const int n_tiles = blk.key_tiles();
+    if (n_tiles == 0) {
+      release_q_after_mma();
+      return;
+    }
+    float s[kS];
+    uint32_t pa[kPV][4];
+    float corr[2];
+    if constexpr (T::kOverlap) {
+      // Tile 0: S alone.
+      sm90::mbarrier_wait(sm.k_full(stage_of(0)), parity_of(0));
+      take_turn();
+      sm90::wgmma_fence();
+      issue_qk(s, stage_of(0));
+      sm90::wgmma_commit();
+      pass_turn();
+      sm90::wgmma_wait<0>();
+      sm90::fence_registers(s);
+      release(sm.k_empty(stage_of(0)));
+      if (n_tiles == 1) release_q_after_mma();
+      softmax(s, blk, blk.tiles.end - 1, corr);
+      pack_p(s, pa);
+      for (int it = 1; it < n_tiles; ++it) {
+        const int stage = stage_of(it), prev = stage_of(it - 1);
+        sm90::mbarrier_wait(sm.k_full(stage), parity_of(it));
+        take_turn();
+        sm90::wgmma_fence();
+        issue_qk(s, stage);
+        sm90::wgmma_commit();
+        sm90::mbarrier_wait(sm.v_full(prev), parity_of(it - 1));
+        sm90::wgmma_fence();  // P and O were last written by ordinary code
+        issue_pv(pa, prev);
+        sm90::wgmma_commit();
+        pass_turn();
+        sm90::wgmma_wait<1>();
+        sm90::fence_registers(s);
+        release(sm.k_empty(stage));
+        if (it == n_tiles - 1) release_q_after_mma();
+        softmax(s, blk, blk.tiles.end - 1 - it, corr);
+        sm90::wgmma_wait<0>();
+        sm90::fence_registers(o);
+        release(sm.v_empty(prev));
+        rescale_o(corr);
+        pack_p(s, pa);
+      }
+      const int last = stage_of(n_tiles - 1);
+      sm90::mbarrier_wait(sm.v_full(last), parity_of(n_tiles - 1));
+      take_turn();
+      sm90::wgmma_fence();
+      issue_pv(pa, last);
+      sm90::wgmma_commit();
+      pass_turn();
+      sm90::wgmma_wait<0>();
+      sm90::fence_registers(o);
+      release(sm.v_empty(last));
+    } else {
+      for (int it = 0; it < n_tiles; ++it) {
+        const int stage = stage_of(it);
+        sm90::mbarrier_wait(sm.k_full(stage), parity_of(it));
+        take_turn();
+        sm90::wgmma_fence();
+        issue_qk(s, stage);
+        sm90::wgmma_commit();
+        pass_turn();
+        sm90::wgmma_wait<0>();
+        sm90::fence_registers(s);
+        release(sm.k_empty(stage));
+        if (it == n_tiles - 1) release_q_after_mma();
+        softmax(s, blk, blk.tiles.end - 1 - it, corr);
+        rescale_o(corr);
+        pack_p(s, pa);
+        sm90::mbarrier_wait(sm.v_full(stage), parity_of(it));
+        sm90::wgmma_fence();
+        issue_pv(pa, stage);
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<0>();
+        sm90::fence_registers(o);
+        release(sm.v_empty(stage));
+      }
+    }
+    kv += n_tiles;
+  }
+
+  __device__ __forceinline__ void epilogue_barrier() const {
+    sm90::named_barrier_sync(sm90_detail::kEpilogueBarrier + wg, 128);
+  }
+
+  // Normalise, stage O in the O buffer (this warpgroup's 64 rows) and store
+  // it: by TMA (rows and columns past the tensor are clipped by the copy
+  // engine), or for varlen batches by 16-byte stores of the valid rows.
+  __device__ __forceinline__ void epilogue(const Sm90Args& args, const Sm90Block& blk, int h,
+                                           int b) {
+    constexpr float kLn2 = 0.6931471805599453f;
+    const int wtid = threadIdx.x & 127;
+    const bool tma_store = p.cu_seqlens_q == nullptr;
+    float lse[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float l = row_sum[r];
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
+      const float inv = l > 0.f ? 1.f / l : 0.f;  // no allowed key: O = 0
+      lse[r] = l > 0.f ? (row_max[r] * p.scale_log2 + log2f(l)) * kLn2 : -INFINITY;
+      row_sum[r] = inv;
+    }
+    // The previous tile's O has left the buffer: its TMA store has read it
+    // (the issuing thread waits), or every thread has copied its part out.
+    if (stored && wtid == 0) sm90::tma_store_wait_read();
+    epilogue_barrier();
+#pragma unroll
+    for (int i = 0; i < kO; i += 2) {
+      const int r = (i >> 1) & 1, row = row0 + 8 * r, col = 8 * (i >> 2) + 2 * t;
+      const uint32_t addr = sm.o + (col >> 6) * T::kQBlockBytes + row * 128 +
+                            ((((col & 63) >> 3) ^ (row & 7)) << 4) + (col & 7) * 2;
+      const uint32_t v = pack2<Elem>(o[i] * row_sum[r], o[i + 1] * row_sum[r]);
+      asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+    }
+    if (tma_store) sm90::fence_proxy_async_shared();
+    epilogue_barrier();
+
+    if (tma_store) {
+      if (wtid == 0) {
+#pragma unroll
+        for (int c = 0; c < T::kColBlocks; ++c)
+          sm90::tma_store_4d(&args.o, sm.o + c * T::kQBlockBytes + wg * 64 * 128, 64 * c,
+                             blk.m0 + wg * 64, h, b);
+        sm90::tma_store_commit();
+      }
+      stored = true;
+    } else {
+      const int64_t q_first = p.cu_seqlens_q[b];
+      Elem* o_g = static_cast<Elem*>(p.out) + (q_first + blk.m0 + wg * 64) * p.out_row_stride +
+                  h * p.out_head_stride;
+      const int chunks = p.head_dim / 8;  // 16-byte chunks per row
+      const int rows_valid = min(64, blk.lq - blk.m0 - wg * 64);
+      for (int idx = wtid; idx < 64 * chunks; idx += 128) {
+        const int row = idx / chunks, c = idx % chunks;
+        if (row >= rows_valid) break;
+        const int srow = wg * 64 + row;
+        const uint32_t addr =
+            sm.o + (c >> 3) * T::kQBlockBytes + srow * 128 + (((c & 7) ^ (srow & 7)) << 4);
+        uint4 val;
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(val.x), "=r"(val.y), "=r"(val.z), "=r"(val.w)
+                     : "r"(addr));
+        *reinterpret_cast<uint4*>(o_g + row * p.out_row_stride + c * 8) = val;
+      }
+    }
+    if constexpr (!T::kSeparateO) {
+      // O was staged in the Q tile: the next Q may land once it has left.
+      if (tma_store && wtid == 0) sm90::tma_store_wait_read();
+      epilogue_barrier();
+      release(sm.q_empty());
+    }
+
+    if (p.lse != nullptr && t == 0) {
+      const int64_t q_first = p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0;
+      const int64_t bb = p.cu_seqlens_q ? 0 : b;
+      float* lse_g = p.lse + bb * p.lse_batch_stride + h * p.lse_head_stride +
+                     q_first * p.lse_row_stride;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int row = blk.m0 + row0 + 8 * r;
+        if (row < blk.lq) lse_g[row * p.lse_row_stride] = lse[r];
+      }
+    }
+  }
+
+  // Before the block exits: shared memory must outlive the last store's reads.
+  __device__ __forceinline__ void finish() const {
+    if (stored && (threadIdx.x & 127) == 0) sm90::tma_store_wait_read();
+  }
+};
+
+template <class T, bool kSoftcap>
+__device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm90Args& args) {
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  const Smem<T> sm(smem_raw);
+  const int warp = threadIdx.x >> 5;
+  if (threadIdx.x == 0) {
+    sm90::mbarrier_init(sm.q_full(), 1);
+    sm90::mbarrier_init(sm.q_empty(), 4 * T::kConsumers);
+    for (int s = 0; s < T::kStages; ++s) {
+      sm90::mbarrier_init(sm.k_full(s), 1);
+      sm90::mbarrier_init(sm.v_full(s), 1);
+      sm90::mbarrier_init(sm.k_empty(s), 4 * T::kConsumers);
+      sm90::mbarrier_init(sm.v_empty(s), 4 * T::kConsumers);
+    }
+    sm90::fence_barrier_init();
+  }
+  __syncthreads();
+
+  if (warp < 4) {
+    sm90::setmaxnreg_dec<T::kProducerRegs>();
+    if (warp == 0 && sm90::elect_one()) {
+      sm90::prefetch_tensor_map(&args.q);
+      sm90::prefetch_tensor_map(&args.k);
+      sm90::prefetch_tensor_map(&args.v);
+      producer<T>(p, args, sm);
+    }
+  } else {
+    sm90::setmaxnreg_inc<T::kConsumerRegs>();
+    const int wg = (threadIdx.x >> 7) - 1;
+    Consumer<T, kSoftcap> c(p, sm, wg, threadIdx.x & 127);
+    // Warpgroup 0 takes the first turn; the matching last turn of warpgroup 1
+    // is taken after the loop so that every barrier phase completes.
+    if constexpr (T::kPingPong) {
+      if (wg == 1) sm90::named_barrier_arrive(sm90_detail::kTurnBarrier, 256);
+    }
+    const TileOrder order(p, T::kBlockM, args.section_heads);
+    int done = 0;
+    for (int k = 0, i = order.first(); i < order.count(); i = order.next(++k)) {
+      int m_block, h, b;
+      order.at(i, p.heads_q, &m_block, &h, &b);
+      const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, b);
+      if (blk.empty()) continue;
+      c.reset();
+      sm90::mbarrier_wait(sm.q_full(), done & 1);
+      c.mainloop(blk);
+      c.epilogue(args, blk, h, b);
+      ++done;
+    }
+    if constexpr (T::kPingPong) {
+      if (wg == 0) sm90::named_barrier_sync(sm90_detail::kTurnBarrier, 256);
+    }
+    c.finish();
+  }
+}
+
+}  // namespace sm90_detail
+
+// Compiled for sm90a only (wgmma and setmaxnreg exist nowhere else); other
+// targets get a body that traps, which the host never launches.
+template <class T, bool kSoftcap>
+__global__ void __launch_bounds__(T::kThreads, 1)
+    flash_fwd_sm90_kernel(const __grid_constant__ FwdParams p,
+                          const __grid_constant__ Sm90Args args) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  sm90_detail::flash_fwd_sm90_body<T, kSoftcap>(p, args);
+#elif defined(__CUDA_ARCH__)
+  __trap();
+#endif
+}
+
+}  // namespace fastattn::cuda

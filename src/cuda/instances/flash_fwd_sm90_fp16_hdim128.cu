@@ -1,0 +1,14 @@
+// Forward, sm90 mainloop (TMA + wgmma, warp-specialized), fp16, head dim 128.
+#include "cuda/flash_launch.h"
+#include "cuda/fwd/launch_sm90.cuh"
+
+namespace fastattn::cuda {
+
+template <>
+cudaError_t run_flash_fwd<FwdPath::kSm90, __half, 128>(const FwdParams& p, cudaStream_t stream) {
+  using T = DefaultSm90Traits<__half, 128>;
+  return launch_fwd_sm90<T>(&flash_fwd_sm90_kernel<T, false>, &flash_fwd_sm90_kernel<T, true>, p,
+                            stream);
+}
+
+}  // namespace fastattn::cuda
