@@ -45,7 +45,7 @@ inline cudaError_t make_sm90_maps(const FwdParams& p, bool bf16, int block_m, in
   return err;
 }
 
-// One block per SM, or fewer when there are fewer query tiles; and the
+// One block per SM, or fewer when there are fewer pairs of query tiles; and the
 // tile order's section: as many (head, sequence) pairs as have K and V in
 // a quarter of L2 (a GQA group's heads share theirs), so that the blocks
 // running at once, all within a section or two, find each other's K/V there.
@@ -74,7 +74,9 @@ cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel capped, const FwdParams
   const cudaError_t attr = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
   if (attr != cudaSuccess) return attr;
-  const int64_t tiles = int64_t{(p.seqlen_q + T::kBlockM - 1) / T::kBlockM} * p.heads_q * p.batch;
+  // Work comes in pairs of query tiles (see TileOrder).
+  const int64_t tiles =
+      int64_t{((p.seqlen_q + T::kBlockM - 1) / T::kBlockM + 1) / 2} * p.heads_q * p.batch;
   int blocks = 0;
   const cudaError_t grid_err = persistent_grid(p, tiles, &blocks, &maps.section_heads);
   if (grid_err != cudaSuccess) return grid_err;

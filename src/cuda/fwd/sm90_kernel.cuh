@@ -127,37 +127,34 @@ struct Smem {
   __device__ __forceinline__ uint32_t v_tile(int s) const { return v + s * T::kKVTileBytes; }
 };
 
-// The persistent grid's work list: tiles_m * heads * batch query tiles in
-// one order, dealt to the blocks in rounds of gridDim.x, every other round
-// in reverse (block j takes positions j, 2G - 1 - j, 2G + j, ...).
-// (head, sequence) pairs form sections of `section` pairs whose K and V fit
-// in L2 together (chosen on the host), so the blocks running at once share
-// the K/V of a few heads instead of streaming one head each from memory.
-// Within a section query blocks go last to first: under a causal mask the
-// longest rows start first, and the reversed rounds pair a block's long
-// tile of one round with a short one of the next, so that static dealing
-// still gives every block about the same work.
+// The persistent grid's work list. Query tiles come in pairs, m and
+// tiles_m - 1 - m of one (head, sequence): under a causal mask their key
+// tiles add up to the same count for every pair, so dealing pairs round-
+// robin to the blocks gives each about the same work without a global
+// queue (the longer tile of a pair runs first). (head, sequence) pairs form
+// sections of `section` whose K and V fit in L2 together (chosen on the
+// host); within a section the pairs go rank by rank, so the blocks running
+// at once share the K/V of a few heads instead of streaming one each.
 struct TileOrder {
-  int tiles_m, heads_batch, section;
+  int tiles_m, pairs_m, heads_batch, section;
   __device__ __forceinline__ TileOrder(const FwdParams& p, int block_m, int section_heads)
       : tiles_m((p.seqlen_q + block_m - 1) / block_m),
+        pairs_m((tiles_m + 1) / 2),
         heads_batch(p.heads_q * p.batch),
         section(section_heads) {}
-  __device__ __forceinline__ int count() const { return tiles_m * heads_batch; }
-  __device__ __forceinline__ int first() const { return blockIdx.x; }
-  // The position this block takes in round k.
-  __device__ __forceinline__ int next(int k) const {
-    const int g = gridDim.x;
-    return k * g + (k & 1 ? g - 1 - static_cast<int>(blockIdx.x) : static_cast<int>(blockIdx.x));
-  }
-  __device__ __forceinline__ void at(int i, int heads, int* m_block, int* h, int* b) const {
-    const int first = i / (tiles_m * section) * section;
-    const int within = i - first * tiles_m;
-    const int width = min(section, heads_batch - first);
-    *m_block = tiles_m - 1 - within / width;
-    const int hb = first + within % width;
-    *h = hb % heads;
-    *b = hb / heads;
+
+  // Calls f(m_block, h, b) for each query tile of this block, in order.
+  template <class F>
+  __device__ __forceinline__ void for_each_tile(int heads, F&& f) const {
+    const int count = pairs_m * heads_batch;
+    for (int i = blockIdx.x; i < count; i += gridDim.x) {
+      const int first = i / (pairs_m * section) * section;
+      const int within = i - first * pairs_m;
+      const int width = min(section, heads_batch - first);
+      const int rank = within / width, hb = first + within % width;
+      f(tiles_m - 1 - rank, hb % heads, hb / heads);
+      if (rank != tiles_m - 1 - rank) f(rank, hb % heads, hb / heads);
+    }
   }
 };
 
@@ -194,11 +191,9 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
                                          const Smem<T>& sm) {
   const TileOrder order(p, T::kBlockM, args.section_heads);
   int kv = 0, done = 0;
-  for (int k = 0, i = order.first(); i < order.count(); i = order.next(++k)) {
-    int m_block, h, b;
-    order.at(i, p.heads_q, &m_block, &h, &b);
+  order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
     const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, b);
-    if (blk.empty()) continue;
+    if (blk.empty()) return;
     const int hk = h / p.group_size;
     // Q of the previous tile is free once both consumers' last Q K^T ended.
     sm90::mbarrier_wait(sm.q_empty(), (done & 1) ^ 1);
@@ -227,7 +222,7 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
                           64 * c, row, hk, blk.map_b);
     }
     ++done;
-  }
+  });
 }
 
 // One consumer warpgroup: 64 query rows of each query tile, against all of
@@ -586,17 +581,15 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
     }
     const TileOrder order(p, T::kBlockM, args.section_heads);
     int done = 0;
-    for (int k = 0, i = order.first(); i < order.count(); i = order.next(++k)) {
-      int m_block, h, b;
-      order.at(i, p.heads_q, &m_block, &h, &b);
+    order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
       const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, b);
-      if (blk.empty()) continue;
+      if (blk.empty()) return;
       c.reset();
       sm90::mbarrier_wait(sm.q_full(), done & 1);
       c.mainloop(blk);
       c.epilogue(args, blk, h, b);
       ++done;
-    }
+    });
     if constexpr (T::kPingPong) {
       if (wg == 0) sm90::named_barrier_sync(sm90_detail::kTurnBarrier, 256);
     }
