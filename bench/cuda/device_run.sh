@@ -27,7 +27,7 @@ want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if want tests; then
 step "ctest -L gpu"
-timeout 240 ctest --test-dir "$BUILD" -L gpu -j 8 --output-on-failure > "$OUT/ctest_gpu.log" 2>&1
+timeout 420 ctest --test-dir "$BUILD" -L gpu -j 8 --output-on-failure > "$OUT/ctest_gpu.log" 2>&1
 echo "ctest rc=$?" | tee -a "$OUT/steps.log"; tail -4 "$OUT/ctest_gpu.log"
 
 for path in 0 90 80 75 70; do
