@@ -28,6 +28,17 @@ __device__ __forceinline__ float softcap(float x, float cap, float k) {
   return fmaf(-2.f * cap, rcp(1.f + ex2(x * k)), cap);
 }
 
+// The end of a row's online softmax from its quad-summed l and its maximum
+// m: the factor that normalises O (0 when no key was allowed, so O = 0) and
+// the natural-log LSE (-inf then).
+struct RowEnd {
+  float inv, lse;
+};
+__device__ __forceinline__ RowEnd finish_row(float l, float m, float scale_log2) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  return {l > 0.f ? 1.f / l : 0.f, l > 0.f ? (m * scale_log2 + log2f(l)) * kLn2 : -INFINITY};
+}
+
 // Where the block of query rows [m0, m0 + block_m) of head h, sequence b
 // reads and writes; varlen sequences are located through cu_seqlens.
 template <typename Elem>

@@ -437,7 +437,6 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   // Q copies issued by other threads may still be landing in those rows.
   if constexpr (T::kAsyncCopy) cp_async_wait<0>();
   __syncthreads();
-  constexpr float kLn2 = 0.6931471805599453f;
   float lse[kMT][2];
 #pragma unroll
   for (int mi = 0; mi < kMT; ++mi)
@@ -446,8 +445,9 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
       float l = row_sum[mi][r];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;  // no allowed key: O = 0
-      lse[mi][r] = l > 0.f ? (row_max[mi][r] * scale_log2 + log2f(l)) * kLn2 : -INFINITY;
+      const RowEnd end = finish_row(l, row_max[mi][r], scale_log2);
+      const float inv = end.inv;
+      lse[mi][r] = end.lse;
 #pragma unroll
       for (int dt = 0; dt < kDT; ++dt) {
         acc_o[mi][dt][2 * r] *= inv;

@@ -317,15 +317,15 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
 
   // Epilogue: normalise, stage O through this warp's rows of the Q buffer,
   // write whole 16-byte chunks.
-  constexpr float kLn2 = 0.6931471805599453f;
   float lse[2];
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     float l = row_sum[r];
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     l += __shfl_xor_sync(0xffffffffu, l, 8);
-    const float inv = l > 0.f ? 1.f / l : 0.f;  // no allowed key: O = 0
-    lse[r] = l > 0.f ? (row_max[r] * scale_log2 + log2f(l)) * kLn2 : -INFINITY;
+    const RowEnd end = finish_row(l, row_max[r], scale_log2);
+    const float inv = end.inv;
+    lse[r] = end.lse;
 #pragma unroll
     for (int t = 0; t < 2 * kDimPairs; ++t)
 #pragma unroll

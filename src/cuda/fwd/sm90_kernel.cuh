@@ -462,7 +462,6 @@ struct Consumer {
   // engine), or for varlen batches by 16-byte stores of the valid rows.
   __device__ __forceinline__ void epilogue(const Sm90Args& args, const Sm90Block& blk, int h,
                                            int b) {
-    constexpr float kLn2 = 0.6931471805599453f;
     const int wtid = threadIdx.x & 127;
     const bool tma_store = p.cu_seqlens_q == nullptr;
     float lse[2];
@@ -471,9 +470,9 @@ struct Consumer {
       float l = row_sum[r];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const float inv = l > 0.f ? 1.f / l : 0.f;  // no allowed key: O = 0
-      lse[r] = l > 0.f ? (row_max[r] * p.scale_log2 + log2f(l)) * kLn2 : -INFINITY;
-      row_sum[r] = inv;
+      const RowEnd end = finish_row(l, row_max[r], p.scale_log2);
+      lse[r] = end.lse;
+      row_sum[r] = end.inv;
     }
     // The previous tile's O has left the buffer: its TMA store has read it
     // (the issuing thread waits), or every thread has copied its part out.
