@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "cuda/fwd/launch_sm90.cuh"
+#include "device_random.cuh"
 
 namespace {
 
@@ -33,21 +34,7 @@ using fastattn::cuda::Sm90Traits;
     }                                                                                      \
   } while (0)
 
-__device__ uint32_t hash32(uint32_t x) {
-  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
-  return x;
-}
-
-// Standard normal values from a hash and Box-Muller: no host time for 64 MiB.
-__global__ void fill_normal(__half* p, int64_t n, uint32_t seed) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    const uint32_t a = hash32(uint32_t(i) * 2u + seed * 0x9e3779b9u);
-    const uint32_t b = hash32(a ^ 0x5bd1e995u);
-    const float u1 = (a >> 8) * (1.f / 16777216.f) + 1e-7f, u2 = (b >> 8) * (1.f / 16777216.f);
-    p[i] = __float2half_rn(sqrtf(-2.f * logf(u1)) * cospif(2.f * u2));
-  }
-}
+using fastattn::bench::fill_normal;
 
 __global__ void max_abs_diff(const __half* a, const __half* b, int64_t n, float* out) {
   float m = 0.f;
