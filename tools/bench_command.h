@@ -25,6 +25,12 @@ struct bench_cli {
   int64_t window_left = -1;
   int64_t window_right = -1;
   bool window_given = false;
+  int64_t prefix_len = -1;    // prefix-lm; default Lk / 4
+  int64_t chunk_size = -1;    // chunked (default 1024), or a refinement of any mask
+  int64_t doc_len = -1;       // documents; default 1024
+  bool doc_bidirectional = false;
+  double density = -1;        // block-sparse (default 0.1), dense (default 0.5)
+  int64_t block = -1;         // block-sparse, dense: block size, default 128
   float softcap = 0.0f;
   std::string device = "auto";
   int32_t threads = 0;

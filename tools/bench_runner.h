@@ -30,10 +30,16 @@ struct bench_result {
   double max_abs_error = 0;
   int64_t error_rows = 0;              // last rows of batch entry 0
   std::vector<int64_t> error_heads;    // query heads sampled
+  // Mask state: the segment ids passed as inputs (documents), and the
+  // fa_block_mask built on the run's side (block_sparse, dense).
+  int64_t segment_id_bytes = 0;
+  bool block_mask = false;
+  fa_block_mask_info block_mask_info{};
+  double block_mask_create_ms = 0;     // fa_block_mask_create, source already on the run's side
 };
 
-// Throws library_error when the library refuses or fails, std::bad_alloc or
-// std::runtime_error for memory and CUDA failures.
-bench_result run_benchmark(const bench_problem& p, const bench_settings& s);
+// m: make_mask_inputs(p). Throws library_error when the library refuses or
+// fails, std::bad_alloc or std::runtime_error for memory and CUDA failures.
+bench_result run_benchmark(const bench_problem& p, const mask_inputs& m, const bench_settings& s);
 
 }  // namespace fastattn::tools

@@ -23,6 +23,7 @@ std::string outcome_numbers(const check::Outcome& o) {
 void print_json(const check::Case& c, const check::Outcome& o, uint64_t seed) {
   json_line j;
   j.text("command", "check").text("case", check::describe(c)).boolean("passed", o.passed);
+  j.boolean("skipped", o.skipped);
   j.integer("seed", static_cast<int64_t>(seed));
   j.number("max_error", o.max_error).number("tolerance", o.tolerance);
   j.number("lse_max_error", o.lse_max_error).number("lse_tolerance", o.lse_tolerance);
@@ -92,7 +93,7 @@ int run_check_command(const check_cli& cli) {
   }
 
   progress_line progress(!cli.json);
-  int64_t passed = 0, failed = 0;
+  int64_t passed = 0, failed = 0, skipped = 0;
   for (size_t n = 0; n < selected.size(); ++n) {
     const check::Case& c = matrix[selected[n]];
     const std::string name = check::describe(c);
@@ -105,26 +106,33 @@ int run_check_command(const check_cli& cli) {
       outcome.passed = false;
       outcome.detail = std::string("exception: ") + e.what();
     }
-    outcome.passed ? ++passed : ++failed;
+    outcome.skipped ? ++skipped : outcome.passed ? ++passed : ++failed;
     if (cli.json) {
       print_json(c, outcome, seed);
       continue;
     }
+    // A forced path's refusal is printed every time: a skip is never silent.
     if (!outcome.passed || cli.verbose) {
       progress.clear();
       // The harness's detail already states the errors and tolerances when it has them.
-      std::cout << (outcome.passed ? "ok    " : "FAIL  ") << name << ": "
+      std::cout << (outcome.skipped ? "skip  " : outcome.passed ? "ok    " : "FAIL  ") << name << ": "
                 << (outcome.detail.empty() ? outcome_numbers(outcome) : outcome.detail);
-      if (!outcome.passed) std::cout << " [seed " << seed << "]";
+      if (!outcome.passed && !outcome.skipped) std::cout << " [seed " << seed << "]";
       std::cout << "\n" << std::flush;
     }
   }
   progress.clear();
   if (selected.empty()) std::cerr << "fastattn check: no case matches --filter '" << cli.filter << "'\n";
-  const std::string summary = std::to_string(passed) + " passed, " + std::to_string(failed) + " failed";
+  std::string summary = std::to_string(passed) + " passed, " + std::to_string(failed) + " failed";
+  if (skipped > 0) summary += ", " + std::to_string(skipped) + " skipped (refused by the forced path)";
   // Under --json stdout holds only JSON; the summary keeps its exact form on stderr.
   if (cli.json) {
-    std::cout << json_line().text("command", "check").integer("passed", passed).integer("failed", failed).str()
+    std::cout << json_line()
+                     .text("command", "check")
+                     .integer("passed", passed)
+                     .integer("failed", failed)
+                     .integer("skipped", skipped)
+                     .str()
               << "\n";
     std::cerr << summary << "\n";
   } else {

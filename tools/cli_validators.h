@@ -45,4 +45,17 @@ inline CLI::Validator non_negative_float() {
       ">= 0");
 }
 
+// A probability: a number in [0, 1].
+inline CLI::Validator unit_interval() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        double x = 0;
+        if (!CLI::detail::lexical_cast(value, x) || !(x >= 0 && x <= 1)) {
+          return "got " + value + ", allowed: a number from 0 to 1";
+        }
+        return "";
+      },
+      "IN [0,1]");
+}
+
 }  // namespace fastattn::tools

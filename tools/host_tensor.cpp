@@ -6,13 +6,22 @@
 
 namespace fastattn::tools {
 
-int64_t dtype_size(fa_dtype dtype) { return dtype == FA_DTYPE_FLOAT32 ? 4 : 2; }
+int64_t dtype_size(fa_dtype dtype) {
+  switch (dtype) {
+    case FA_DTYPE_FLOAT32: return 4;
+    case FA_DTYPE_FLOAT16:
+    case FA_DTYPE_BFLOAT16: return 2;
+    case FA_DTYPE_BOOL: return 1;
+  }
+  return 0;
+}
 
 const char* dtype_name(fa_dtype dtype) {
   switch (dtype) {
     case FA_DTYPE_FLOAT32: return "fp32";
     case FA_DTYPE_FLOAT16: return "fp16";
     case FA_DTYPE_BFLOAT16: return "bf16";
+    case FA_DTYPE_BOOL: return "bool";
   }
   return "?";
 }
@@ -37,6 +46,7 @@ void host_tensor::fill_normal(std::mt19937_64& rng) {
         std::memcpy(p + 2 * i, &h, 2);
         break;
       }
+      case FA_DTYPE_BOOL: p[i] = x > 0.0f; break;  // not an attention input; masks are built elsewhere
     }
   }
 }
@@ -48,6 +58,7 @@ float host_tensor::get(int64_t i) const {
     std::memcpy(&x, p + 4 * i, 4);
     return x;
   }
+  if (dtype_ == FA_DTYPE_BOOL) return p[i] != 0 ? 1.0f : 0.0f;
   uint16_t h;
   std::memcpy(&h, p + 2 * i, 2);
   return dtype_ == FA_DTYPE_FLOAT16 ? fp16_to_float(h) : bf16_to_float(h);

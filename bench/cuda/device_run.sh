@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,te
   --format=csv | tee "$OUT/gpu.txt"
 
 step() { echo "== $*" | tee -a "$OUT/steps.log"; }
-PARTS=${PARTS:-tests sanitize bench decode proxy profile sm90}
+PARTS=${PARTS:-tests sanitize bench decode mask proxy profile sm90}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
 
 if want tests; then
@@ -43,12 +43,12 @@ if want sanitize; then
 # strides, softcap, GQA, the graph/refusal tests, and every decode and merge
 # test; the shapes, head dims, windows and softcap with the sm90, sm75 and
 # sm70 paths forced. (On an H100 the automatic choice is the sm90 path.)
-SUBSET='*Decode*:*Merge*:CudaCall.*'
-for kind in shape varlen strides softcap window head_dim; do
+SUBSET='*Decode*:*Merge*:CudaCall.*:DeviceBlockMask*'
+for kind in shape varlen strides softcap window head_dim prefix_lm chunk docs block_mask; do
   SUBSET="$SUBSET:Full/CudaMatrix.MatchesReference/*${kind}*"
 done
 for suite in Sm90/CudaForcedPath Sm75/CudaForcedPath Sm70/CudaForcedPath; do
-  for kind in shape softcap window head_dim; do
+  for kind in shape softcap window head_dim docs; do
     SUBSET="$SUBSET:$suite.MatchesReference/*${kind}*"
   done
 done
@@ -73,6 +73,14 @@ step "decode benchmark"
 PYTHONUNBUFFERED=1 timeout 330 python3 bench/cuda/decode_bench.py --lib "$BUILD/libfastattn.so" \
   --json "$OUT/decode.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/decode.log" 2>&1
 echo "decode bench rc=$?" | tee -a "$OUT/steps.log"
+fi
+
+# Tiling masks beside FlexAttention and SDPA with a dense mask.
+if want mask; then
+step "mask benchmark"
+PYTHONUNBUFFERED=1 timeout 420 python3 bench/cuda/mask_bench.py --lib "$BUILD/libfastattn.so" \
+  --json "$OUT/mask.jsonl" --commit "${COMMIT:-unknown}" > "$OUT/mask.log" 2>&1
+echo "mask bench rc=$?" | tee -a "$OUT/steps.log"; tail -40 "$OUT/mask.log"
 fi
 
 # The sm75 path forced on this GPU beside the memory-efficient backend: a

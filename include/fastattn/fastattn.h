@@ -47,7 +47,8 @@ typedef enum fa_status {
 typedef enum fa_dtype {
   FA_DTYPE_FLOAT32 = 0,  /* CPU backends only */
   FA_DTYPE_FLOAT16 = 1,
-  FA_DTYPE_BFLOAT16 = 2
+  FA_DTYPE_BFLOAT16 = 2,
+  FA_DTYPE_BOOL = 3      /* one byte, nonzero = true: masks only */
 } fa_dtype;
 
 typedef struct fa_tensor {
@@ -85,26 +86,53 @@ typedef struct fa_run_options {
 /*
  * Masks are small values; none of them is ever expanded into an Lq x Lk
  * matrix. Query row i (0-based, within its sequence) and key column j are
- * aligned bottom-right, as in FlashAttention >= 2.1: with off = Lk - Lq,
- *   FA_MASK_CAUSAL:         j <= i + off
- *   FA_MASK_SLIDING_WINDOW: i + off - window_left <= j <= i + off + window_right,
+ * aligned bottom-right, as in FlashAttention >= 2.1: with off = Lk - Lq and
+ * the query's position d = i + off,
+ *   FA_MASK_CAUSAL:         j <= d
+ *   FA_MASK_SLIDING_WINDOW: d - window_left <= j <= d + window_right,
  *                           a negative bound meaning unbounded on that side
- *                           (so window (-1, 0) is causal).
+ *                           (so window (-1, 0) is causal)
+ *   FA_MASK_PREFIX_LM:      j <= d or j < prefix_len: a bidirectional prefix
+ *                           of prefix_len keys, causal after it.
+ * Three refinements combine with any kind; each removes pairs:
+ *   chunk_size > 0:         chunked local attention, j and d in the same
+ *                           chunk: floor(j / chunk_size) == floor(d / chunk_size)
+ *                           (with FA_MASK_CAUSAL: causal within each chunk);
+ *   q_segment_ids, k_segment_ids (set together): documents packed into one
+ *                           sequence, q_segment_ids[i] == k_segment_ids[j];
+ *                           int32 per token on the device that runs
+ *                           ([B, Lq] and [B, Lk] contiguous, or [total_q]
+ *                           and [total_k] for varlen), each row of ids
+ *                           non-decreasing (documents are contiguous runs);
+ *                           with FA_MASK_CAUSAL: causal within each document;
+ *   block_mask:             a compressed boolean mask (fa_block_mask_create):
+ *                           pairs it excludes are removed.
+ * So documents of a packed batch are FA_MASK_CAUSAL plus segment ids, a
+ * block-sparse or arbitrary mask is FA_MASK_NONE plus a block_mask, and
+ * chunked local attention as in Llama 4 is FA_MASK_CAUSAL plus chunk_size.
  * A row that allows no key gets output 0 and LSE -inf.
  */
 typedef enum fa_mask_kind {
   FA_MASK_NONE = 0,
   FA_MASK_CAUSAL = 1,
-  FA_MASK_SLIDING_WINDOW = 2
+  FA_MASK_SLIDING_WINDOW = 2,
+  FA_MASK_PREFIX_LM = 3
 } fa_mask_kind;
+
+typedef struct fa_block_mask fa_block_mask; /* opaque; see fa_block_mask_create */
 
 typedef struct fa_mask {
   fa_mask_kind kind;
   int64_t window_left;
   int64_t window_right;
+  int64_t prefix_len;            /* FA_MASK_PREFIX_LM: keys every query sees, >= 0 */
+  int64_t chunk_size;            /* 0 = off; else > 0 */
   /* Room for the parameters of later mask kinds; must be zero. */
-  int64_t reserved[6];
-  const void* reserved_ptr[4];
+  int64_t reserved[4];
+  const int32_t* q_segment_ids;  /* optional, with k_segment_ids */
+  const int32_t* k_segment_ids;
+  const fa_block_mask* block_mask; /* optional */
+  const void* reserved_ptr[1];
 } fa_mask;
 
 /*
@@ -282,6 +310,59 @@ typedef struct fa_merge_args {
 
 FA_API fa_status fa_merge_states(const fa_merge_args* args,
                                  const fa_run_options* options);
+
+/*
+ * A compressed boolean mask, built once and used by every call (layer, step)
+ * that passes it in fa_mask.block_mask. The (Lq, Lk) plane is cut into
+ * blocks of block_q x block_k; each block is EMPTY (never loaded by the
+ * kernels), FULL (run without any mask instruction) or PARTIAL, and only
+ * PARTIAL blocks keep their bits, packed 32 to a word. Its state is 8 bytes
+ * a block plus block_q * block_k / 8 bytes a PARTIAL block: at 128 x 128
+ * blocks and 10% PARTIAL, 1/78 of the dense bool mask.
+ *
+ * From exactly one source:
+ *   dense:  FA_DTYPE_BOOL [Bm, Hm, Lq, Lk] (ndim 4, last dim contiguous),
+ *           nonzero = the pair is allowed: an arbitrary mask;
+ *   blocks: FA_DTYPE_BOOL [Bm, Hm, ceil(Lq / block_q), ceil(Lk / block_k)]
+ *           with seqlen_q, seqlen_k: nonzero = FULL, 0 = EMPTY: a
+ *           block-sparse mask.
+ * Bm is 1 (the same for every sequence) or the batch B, Hm is 1 or Hq.
+ * block_q, block_k: 64, 128 or 256 (0 = 128). The CUDA backend runs block
+ * masks on its sm80 and sm90 paths with block_q 128 or 256 (a query tile of
+ * 128 rows lies in one block row) and key tiles that divide block_k (64 keys
+ * on sm80; 128 on sm90 up to D = 128, so D = 256 runs on sm80).
+ * The source's memory decides where the mask lives and runs: a device
+ * tensor is compressed on that GPU (on options->cuda_stream, which the call
+ * synchronises once to size the result; the mask is complete in that
+ * stream's order, so work on other streams must wait for it), a host tensor
+ * on the CPU; a mask
+ * serves the backend on its side only. The source may be freed afterwards.
+ * Padded batches only (no cu_seqlens, no paged cache).
+ */
+typedef struct fa_block_mask_args {
+  fa_tensor dense;
+  fa_tensor blocks;
+  int64_t seqlen_q; /* blocks only */
+  int64_t seqlen_k; /* blocks only */
+  int64_t block_q;  /* 0 = 128 */
+  int64_t block_k;  /* 0 = 128 */
+  int64_t reserved[4];
+} fa_block_mask_args;
+
+typedef struct fa_block_mask_info {
+  int64_t batch, heads, seqlen_q, seqlen_k; /* batch, heads: 1 = broadcast */
+  int64_t block_q, block_k;
+  int64_t empty_blocks, full_blocks, partial_blocks;
+  uint64_t state_bytes; /* memory the compressed mask holds */
+  int32_t on_device;    /* 1: GPU memory (device below), 0: host memory */
+  int32_t device;
+} fa_block_mask_info;
+
+FA_API fa_status fa_block_mask_create(const fa_block_mask_args* args,
+                                      const fa_run_options* options, fa_block_mask** mask);
+FA_API fa_status fa_block_mask_get_info(const fa_block_mask* mask, fa_block_mask_info* info);
+/* Frees the mask; NULL is a no-op. No call that uses it may be in flight. */
+FA_API void fa_block_mask_destroy(fa_block_mask* mask);
 
 /* Would fa_attention_forward accept and run these arguments? Writes nothing. */
 FA_API fa_status fa_attention_supported(const fa_attention_args* args,

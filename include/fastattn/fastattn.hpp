@@ -67,6 +67,35 @@ inline fa_mask sliding_window(int64_t left, int64_t right) {
   m.window_right = right;
   return m;
 }
+// Causal after a bidirectional prefix: keys j < prefix_len are seen by every query.
+inline fa_mask prefix_lm(int64_t prefix_len) {
+  fa_mask m{};
+  m.kind = FA_MASK_PREFIX_LM;
+  m.prefix_len = prefix_len;
+  return m;
+}
+// Query and key in the same chunk of chunk_size positions; causal inside it
+// by default (Llama 4's chunked local attention).
+inline fa_mask chunked(int64_t chunk_size, bool causal = true) {
+  fa_mask m{};
+  m.kind = causal ? FA_MASK_CAUSAL : FA_MASK_NONE;
+  m.chunk_size = chunk_size;
+  return m;
+}
+// Documents packed into one sequence: int32 segment ids per token
+// ([B, Lq] / [B, Lk], or packed like q / k rows for varlen), non-decreasing.
+inline fa_mask documents(const int32_t* q_ids, const int32_t* k_ids, bool causal = true) {
+  fa_mask m{};
+  m.kind = causal ? FA_MASK_CAUSAL : FA_MASK_NONE;
+  m.q_segment_ids = q_ids;
+  m.k_segment_ids = k_ids;
+  return m;
+}
+// `m` with the pairs outside a compressed mask removed as well.
+inline fa_mask with_block_mask(fa_mask m, const fa_block_mask* block) {
+  m.block_mask = block;
+  return m;
+}
 }  // namespace mask
 
 struct RunOptions {
@@ -83,6 +112,75 @@ struct RunOptions {
     o.cuda_path = cuda_path;
     return o;
   }
+};
+
+// Owner of an fa_block_mask (fa_block_mask_create / _destroy). Move-only.
+//
+//   fastattn::BlockMask bm;
+//   if (auto r = fastattn::BlockMask::from_dense(dense, &bm); !r) ...
+//   attention.mask(fastattn::mask::with_block_mask(fastattn::mask::causal(), bm.get()));
+class BlockMask {
+ public:
+  BlockMask() = default;
+  BlockMask(const BlockMask&) = delete;
+  BlockMask& operator=(const BlockMask&) = delete;
+  BlockMask(BlockMask&& other) noexcept : mask_(other.mask_) { other.mask_ = nullptr; }
+  BlockMask& operator=(BlockMask&& other) noexcept {
+    if (this != &other) {
+      fa_block_mask_destroy(mask_);
+      mask_ = other.mask_;
+      other.mask_ = nullptr;
+    }
+    return *this;
+  }
+  ~BlockMask() { fa_block_mask_destroy(mask_); }
+
+  // From a bool [Bm, Hm, Lq, Lk] tensor; nonzero = allowed.
+  static Result from_dense(fa_tensor dense, BlockMask* out, int64_t block_q = 0,
+                           int64_t block_k = 0, const RunOptions& options = {}) {
+    fa_block_mask_args a{};
+    a.dense = dense;
+    a.block_q = block_q;
+    a.block_k = block_k;
+    return create(a, options, out);
+  }
+  // From a bool [Bm, Hm, ceil(Lq / block_q), ceil(Lk / block_k)] tensor of
+  // whole blocks; nonzero = FULL, 0 = EMPTY.
+  static Result from_blocks(fa_tensor blocks, int64_t seqlen_q, int64_t seqlen_k, BlockMask* out,
+                            int64_t block_q = 0, int64_t block_k = 0,
+                            const RunOptions& options = {}) {
+    fa_block_mask_args a{};
+    a.blocks = blocks;
+    a.seqlen_q = seqlen_q;
+    a.seqlen_k = seqlen_k;
+    a.block_q = block_q;
+    a.block_k = block_k;
+    return create(a, options, out);
+  }
+
+  const fa_block_mask* get() const { return mask_; }
+  explicit operator bool() const { return mask_ != nullptr; }
+  // Shape, block counts and memory; all zero for an empty BlockMask.
+  fa_block_mask_info info() const {
+    fa_block_mask_info i{};
+    if (mask_ != nullptr) (void)fa_block_mask_get_info(mask_, &i);
+    return i;
+  }
+
+ private:
+  // `out` changes only on success.
+  static Result create(const fa_block_mask_args& a, const RunOptions& options, BlockMask* out) {
+    const fa_run_options o = options.to_c();
+    fa_block_mask* m = nullptr;
+    const fa_status s = fa_block_mask_create(&a, &o, out ? &m : nullptr);
+    if (s == FA_STATUS_OK) {
+      fa_block_mask_destroy(out->mask_);
+      out->mask_ = m;
+    }
+    return Result(s);
+  }
+
+  fa_block_mask* mask_ = nullptr;
 };
 
 // O = softmax(scale * Q K^T, mask) V. See fastattn.h for shapes.

@@ -4,6 +4,8 @@
 #include <sstream>
 #include <string>
 
+#include "api/block_mask.h"
+#include "api/gpu_bridge.h"
 #include "api/tensor_checks.h"
 
 namespace fastattn {
@@ -97,13 +99,11 @@ Status check_cu_seqlens(const char* name, const int32_t* cu, int64_t num_seqs, i
 
 }  // namespace
 
-Status build_mask_params(const fa_mask& mask, MaskParams* out) {
-  for (int i = 0; i < 6; ++i) {
+Status build_mask_params(const fa_mask& mask, MaskUse use, MaskParams* out) {
+  for (int i = 0; i < 4; ++i) {
     if (mask.reserved[i] != 0) return Status::invalid("mask.reserved: must be zero");
   }
-  for (int i = 0; i < 4; ++i) {
-    if (mask.reserved_ptr[i] != nullptr) return Status::invalid("mask.reserved_ptr: must be NULL");
-  }
+  if (mask.reserved_ptr[0] != nullptr) return Status::invalid("mask.reserved_ptr: must be NULL");
   MaskParams m;
   switch (mask.kind) {
     case FA_MASK_NONE:
@@ -117,13 +117,47 @@ Status build_mask_params(const fa_mask& mask, MaskParams* out) {
       if (m.left > MaskParams::kUnbounded) m.left = MaskParams::kUnbounded;
       if (m.right > MaskParams::kUnbounded) m.right = MaskParams::kUnbounded;
       break;
+    case FA_MASK_PREFIX_LM:
+      if (mask.prefix_len < 0 || mask.prefix_len > INT32_MAX) {
+        std::ostringstream s;
+        s << "mask.prefix_len: " << mask.prefix_len << "; allowed: 0 to " << INT32_MAX;
+        return Status::invalid(str(s));
+      }
+      m.right = 0;
+      m.prefix = mask.prefix_len;
+      break;
     default: {
       std::ostringstream s;
       s << "mask.kind: " << static_cast<int>(mask.kind)
-        << " is unknown; allowed: FA_MASK_NONE, FA_MASK_CAUSAL, FA_MASK_SLIDING_WINDOW";
+        << " is unknown; allowed: FA_MASK_NONE, FA_MASK_CAUSAL, FA_MASK_SLIDING_WINDOW, "
+           "FA_MASK_PREFIX_LM";
       return Status::invalid(str(s));
     }
   }
+  if (mask.kind != FA_MASK_PREFIX_LM && mask.prefix_len != 0) {
+    return Status::invalid("mask.prefix_len: must be 0 unless mask.kind is FA_MASK_PREFIX_LM");
+  }
+  if (mask.chunk_size < 0 || mask.chunk_size > INT32_MAX) {
+    std::ostringstream s;
+    s << "mask.chunk_size: " << mask.chunk_size << "; allowed: 0 (off) or 1 to " << INT32_MAX;
+    return Status::invalid(str(s));
+  }
+  m.chunk = mask.chunk_size;
+  if ((mask.q_segment_ids == nullptr) != (mask.k_segment_ids == nullptr)) {
+    return Status::invalid(
+        "mask.q_segment_ids / mask.k_segment_ids: documents need both (or neither)");
+  }
+  if (use == MaskUse::kCache && mask.q_segment_ids != nullptr) {
+    return Status::invalid("mask.q_segment_ids: documents are not supported over a KV cache "
+                           "(paged attention, decode); allowed: NULL");
+  }
+  if (use == MaskUse::kCache && mask.block_mask != nullptr) {
+    return Status::invalid("mask.block_mask: block masks are not supported over a KV cache "
+                           "(paged attention, decode); allowed: NULL");
+  }
+  m.q_segments = mask.q_segment_ids;
+  m.k_segments = mask.k_segment_ids;
+  if (mask.block_mask != nullptr) m.block = &block_mask_view(mask.block_mask);
   *out = m;
   return Status::ok();
 }
@@ -145,6 +179,72 @@ Status check_max_seqlen(const char* name, int64_t given, int64_t actual, Offsets
   m << name << ": " << given << " is less than the longest sequence in cu_seqlens (" << actual
     << "); allowed: 0 (computed) or at least " << actual;
   return Status::invalid(str(m));
+}
+
+}  // namespace
+
+namespace {
+
+// Segment ids (read here when they are on the host) and a block mask's
+// plane and side, against the validated shapes.
+Status check_mask_inputs(const fa_mask& mask, OffsetsAccess offsets, const AttentionParams& p) {
+  if (mask.q_segment_ids != nullptr && offsets == OffsetsAccess::kHost) {
+    for (const int32_t* ids : {mask.q_segment_ids, mask.k_segment_ids}) {
+      if (gpu::locate(ids).kind != gpu::MemoryKind::kDevice) continue;
+      return Status::invalid(std::string(ids == mask.q_segment_ids ? "mask.q_segment_ids"
+                                                                    : "mask.k_segment_ids") +
+                             ": is in GPU memory; the CPU backends read host memory");
+    }
+    for (int64_t b = 0; b < p.batch; ++b) {
+      int64_t first = 0, lq = 0;
+      p.q_span(b, &first, &lq);
+      const int64_t lk = p.k_len(b);
+      const int32_t* qs = mask.q_segment_ids + (p.cu_seqlens_q ? first : b * p.seqlen_q);
+      const int32_t* ks = mask.k_segment_ids + (p.cu_seqlens_k ? p.cu_seqlens_k[b] : b * p.seqlen_k);
+      for (int side = 0; side < 2; ++side) {
+        const int32_t* ids = side == 0 ? qs : ks;
+        const int64_t n = side == 0 ? lq : lk;
+        for (int64_t i = 1; i < n; ++i) {
+          if (ids[i] >= ids[i - 1]) continue;
+          std::ostringstream m;
+          m << (side == 0 ? "mask.q_segment_ids" : "mask.k_segment_ids") << ": sequence " << b
+            << " decreases at token " << i << " (" << ids[i - 1] << " then " << ids[i]
+            << "); segment ids must be non-decreasing within each sequence";
+          return Status::invalid(str(m));
+        }
+      }
+    }
+  }
+  if (mask.block_mask == nullptr) return Status::ok();
+  const fa_block_mask* bm = mask.block_mask;
+  const BlockMaskView& v = bm->view;
+  if (p.cu_seqlens_q != nullptr) {
+    return Status::invalid("mask.block_mask: not supported with cu_seqlens (varlen); block masks "
+                           "cover padded batches");
+  }
+  if ((v.batch != 1 && v.batch != p.batch) || (v.heads != 1 && v.heads != p.heads_q) ||
+      v.seqlen_q != p.seqlen_q || v.seqlen_k != p.seqlen_k) {
+    std::ostringstream m;
+    m << "mask.block_mask: covers [" << v.batch << ", " << v.heads << ", " << v.seqlen_q << ", "
+      << v.seqlen_k << "]; this call needs [1 or " << p.batch << ", 1 or " << p.heads_q << ", "
+      << p.seqlen_q << ", " << p.seqlen_k << "] ([B, Hq, Lq, Lk], 1 = broadcast)";
+    return Status::invalid(str(m));
+  }
+  const bool device_run = offsets == OffsetsAccess::kDevice;
+  if (bm->on_device != device_run) {
+    return Status::invalid(bm->on_device
+                               ? "mask.block_mask: lives on a GPU; a CPU backend needs one built "
+                                 "from a host tensor"
+                               : "mask.block_mask: lives in host memory; the CUDA backend needs "
+                                 "one built from a device tensor");
+  }
+  if (device_run && gpu::locate(p.q).device != bm->device) {
+    std::ostringstream m;
+    m << "mask.block_mask: lives on GPU " << bm->device << "; q is on GPU "
+      << gpu::locate(p.q).device << "; build the mask on the GPU that runs the call";
+    return Status::invalid(str(m));
+  }
+  return Status::ok();
 }
 
 }  // namespace
@@ -242,7 +342,8 @@ Status build_attention_params(const fa_attention_args& a, OffsetsAccess offsets,
   p.kv.v = a.v.data;
   p.kv.v_row_stride = a.v.strides[r];
   p.kv.v_head_stride = a.v.strides[r + 1];
-  FA_RETURN_IF_ERROR(build_mask_params(a.mask, &p.mask));
+  FA_RETURN_IF_ERROR(build_mask_params(a.mask, MaskUse::kAttention, &p.mask));
+  FA_RETURN_IF_ERROR(check_mask_inputs(a.mask, offsets, p));
   FA_RETURN_IF_ERROR(check_scale_and_softcap(a.softmax_scale, a.softcap, p.head_dim, &p));
   *out = p;
   return Status::ok();
@@ -578,7 +679,7 @@ Status build_paged_attention_params(const fa_paged_attention_args& a, AttentionP
   p.out_row_stride = a.out.strides[1];
   p.out_head_stride = a.out.strides[2];
   p.seqlens_k = a.seq_lens_k;
-  FA_RETURN_IF_ERROR(build_mask_params(a.mask, &p.mask));
+  FA_RETURN_IF_ERROR(build_mask_params(a.mask, MaskUse::kCache, &p.mask));
   FA_RETURN_IF_ERROR(check_scale_and_softcap(a.softmax_scale, a.softcap, d, &p));
   *out = p;
   return Status::ok();
@@ -629,7 +730,7 @@ Status build_decode_params(const fa_decode_args& a, OffsetsAccess offsets, Decod
   at.head_dim = d;
   FA_RETURN_IF_ERROR(take_append(a, &p));
   FA_RETURN_IF_ERROR(take_rotary(a, &p));
-  FA_RETURN_IF_ERROR(build_mask_params(a.mask, &at.mask));
+  FA_RETURN_IF_ERROR(build_mask_params(a.mask, MaskUse::kCache, &at.mask));
   FA_RETURN_IF_ERROR(check_scale_and_softcap(a.softmax_scale, a.softcap, d, &at));
   if (a.num_splits < 0 || a.num_splits > FA_MAX_DECODE_SPLITS) {
     std::ostringstream m;

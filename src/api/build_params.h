@@ -8,7 +8,11 @@
 
 namespace fastattn {
 
-Status build_mask_params(const fa_mask& mask, MaskParams* out);
+// What a mask may hold where it is used: attention over q/k/v tensors takes
+// every kind; attention over a KV cache (paged, decode) no documents and no
+// block mask.
+enum class MaskUse { kAttention, kCache };
+Status build_mask_params(const fa_mask& mask, MaskUse use, MaskParams* out);
 // Where the chosen backend reads cu_seqlens: the CPU backends on the host
 // (their contents are checked here), the CUDA backend on the device (trusted;
 // max_seqlen_q / max_seqlen_k required instead).

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "api/backend_select.h"
+#include "api/block_mask.h"
 #include "api/build_params.h"
 #include "api/gpu_bridge.h"
 #include "api/tensor_checks.h"
@@ -49,7 +50,10 @@ void run_on_cpu(Backend backend, AttentionParams& p, const fa_run_options* optio
 Status placement_of(Backend backend, const AttentionParams& p) {
   return check_placement(backend,
                          {{"q", p.q}, {"k", p.kv.k}, {"v", p.kv.v}, {"out", p.out}, {"lse", p.lse}},
-                         {{"cu_seqlens_q", p.cu_seqlens_q}, {"cu_seqlens_k", p.cu_seqlens_k}});
+                         {{"cu_seqlens_q", p.cu_seqlens_q},
+                          {"cu_seqlens_k", p.cu_seqlens_k},
+                          {"mask.q_segment_ids", p.mask.q_segments},
+                          {"mask.k_segment_ids", p.mask.k_segments}});
 }
 
 // fa_attention_forward and fa_attention_supported: validate, select, then
@@ -289,6 +293,21 @@ FA_API fa_status fa_merge_states(const fa_merge_args* args, const fa_run_options
     fastattn::cpu::merge_states(p);  // both CPU backends merge in double
     return Status::ok();
   });
+}
+
+FA_API fa_status fa_block_mask_create(const fa_block_mask_args* args,
+                                      const fa_run_options* options, fa_block_mask** mask) {
+  return fastattn::guarded([&] { return fastattn::create_block_mask(args, options, mask); });
+}
+
+FA_API fa_status fa_block_mask_get_info(const fa_block_mask* mask, fa_block_mask_info* info) {
+  return fastattn::guarded([&] { return fastattn::block_mask_info(mask, info); });
+}
+
+FA_API void fa_block_mask_destroy(fa_block_mask* mask) {
+  if (mask == nullptr) return;
+  if (mask->on_device) fastattn::gpu::free_block_mask(mask);
+  delete mask;
 }
 
 FA_API const char* fa_last_error(void) { return fastattn::last_error.c_str(); }

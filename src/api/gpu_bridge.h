@@ -3,6 +3,7 @@
 // so the API layer has no #ifdef.
 #pragma once
 
+#include "api/block_mask.h"
 #include "api/params.h"
 #include "api/status.h"
 #include "fastattn/fastattn.h"
@@ -47,5 +48,14 @@ Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* works
 
 // fa_merge_states on the GPU, on options->cuda_stream.
 Status run_merge(const MergeParams& p, const fa_run_options* options);
+
+// fa_block_mask_create from a device source (checked, on GPU `device`):
+// compresses it on options->cuda_stream into one device allocation owned by
+// `out` (view, counts, state_bytes, on_device, device set). Synchronises the
+// stream once, to size the allocation.
+Status build_block_mask(const fa_block_mask_args& args, const BlockMaskShape& shape, bool dense,
+                        int device, const fa_run_options* options, fa_block_mask* out);
+// Frees a device mask's storage.
+void free_block_mask(fa_block_mask* mask);
 
 }  // namespace fastattn::gpu

@@ -20,5 +20,10 @@ Status run_decode(const DecodeParams&, const fa_decode_plan&, void*, const fa_ru
   return not_built();
 }
 Status run_merge(const MergeParams&, const fa_run_options*) { return not_built(); }
+Status build_block_mask(const fa_block_mask_args&, const BlockMaskShape&, bool, int,
+                        const fa_run_options*, fa_block_mask*) {
+  return not_built();
+}
+void free_block_mask(fa_block_mask*) {}
 
 }  // namespace fastattn::gpu

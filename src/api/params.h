@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <limits>
 
+#include "api/block_mask_view.h"
+
 namespace fastattn {
 
 enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
@@ -13,21 +15,46 @@ enum class DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
 inline int dtype_size(DType t) { return t == DType::kFloat32 ? 4 : 2; }
 
 // Every built-in mask is normalised to a window on the key axis:
-// query row i of a sequence with Lq queries and Lk keys sees keys j with
-//   i + (Lk - Lq) - left <= j <= i + (Lk - Lq) + right,
-// where kUnbounded on a side removes that bound. No mask: both unbounded;
-// causal: left unbounded, right 0.
+// query row i of a sequence with Lq queries and Lk keys, at position
+// d = i + (Lk - Lq), sees keys j with
+//   d - left <= j <= d + right,
+// where kUnbounded on a side removes that bound (no mask: both unbounded;
+// causal: left unbounded, right 0), widened to every j < prefix (prefix-LM;
+// left is then unbounded) and narrowed to the chunk of d (chunk > 0). Each
+// of these keeps a row's keys one interval whose ends never move left as i
+// grows, which is what lets a tile of rows find its key tiles from its
+// first and last rows. Documents (segment ids) narrow it further, per
+// sequence (AttentionParams::key_range); a block mask removes pairs inside
+// the interval.
 struct MaskParams {
   static constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max() / 4;
   int64_t left = kUnbounded;
   int64_t right = kUnbounded;
+  int64_t prefix = 0;  // keys j < prefix are seen by every row
+  int64_t chunk = 0;   // > 0: j and d in the same chunk of this many positions
+  // Documents: int32 segment id per token, non-decreasing within each
+  // sequence; padded batch [B, Lq] / [B, Lk], varlen indexed like the packed
+  // rows of q / k. Host memory for the CPU backends, device memory for CUDA.
+  const int32_t* q_segments = nullptr;
+  const int32_t* k_segments = nullptr;
+  const BlockMaskView* block = nullptr;  // compressed mask or nullptr
 
-  bool is_none() const { return left >= kUnbounded && right >= kUnbounded; }
-  // First and one-past-last allowed key of query row i, clamped to [0, Lk].
+  bool is_none() const {
+    return left >= kUnbounded && right >= kUnbounded && prefix == 0 && chunk == 0 &&
+           q_segments == nullptr && block == nullptr;
+  }
+  // First and one-past-last key of query row i allowed by the window, the
+  // prefix and the chunk, clamped to [0, Lk].
   void key_range(int64_t i, int64_t lq, int64_t lk, int64_t* begin, int64_t* end) const {
     const int64_t diag = i + lk - lq;
     int64_t b = left >= kUnbounded ? 0 : diag - left;
     int64_t e = right >= kUnbounded ? lk : diag + right + 1;
+    if (prefix > e) e = prefix;
+    if (chunk > 0) {
+      const int64_t q = diag >= 0 ? diag / chunk : -((-diag + chunk - 1) / chunk);
+      if (q * chunk > b) b = q * chunk;
+      if (q * chunk + chunk < e) e = q * chunk + chunk;
+    }
     b = b < 0 ? 0 : (b > lk ? lk : b);
     e = e < b ? b : (e > lk ? lk : e);
     *begin = b;
@@ -103,6 +130,22 @@ struct AttentionParams {
     return seqlen_k;
   }
   int64_t group_size() const { return heads_q / heads_kv; }
+
+  // Keys [*begin, *end) that query row i of sequence b may see: the mask's
+  // interval, narrowed to the row's document when there are segment ids
+  // (a block mask may still remove keys inside it).
+  void key_range(int64_t b, int64_t i, int64_t lq, int64_t lk, int64_t* begin,
+                 int64_t* end) const {
+    mask.key_range(i, lq, lk, begin, end);
+    if (mask.q_segments == nullptr) return;
+    const int32_t* qs = mask.q_segments + (cu_seqlens_q ? cu_seqlens_q[b] : b * seqlen_q);
+    const int32_t* ks = mask.k_segments + (cu_seqlens_k ? cu_seqlens_k[b] : b * seqlen_k);
+    int64_t lo = 0, hi = 0;
+    segment_span(ks, lk, qs[i], &lo, &hi);
+    if (lo > *begin) *begin = lo;
+    if (hi < *end) *end = hi;
+    if (*end < *begin) *end = *begin;
+  }
 };
 
 // Element offsets into the q / out / lse buffers.

@@ -10,6 +10,7 @@ const char* dtype_name(fa_dtype t) {
     case FA_DTYPE_FLOAT32: return "float32";
     case FA_DTYPE_FLOAT16: return "float16";
     case FA_DTYPE_BFLOAT16: return "bfloat16";
+    case FA_DTYPE_BOOL: return "bool";
   }
   return "unknown";
 }
@@ -28,6 +29,11 @@ Status check_tensor(const char* name, const fa_tensor& t, int ndim) {
   std::ostringstream m;
   if (t.data == nullptr) {
     m << name << ": data is NULL; a tensor is required here";
+    return Status::invalid(m.str());
+  }
+  if (t.dtype == FA_DTYPE_BOOL) {
+    m << name << ": dtype is FA_DTYPE_BOOL, which is for masks only (fa_block_mask_args); "
+      << "allowed: FA_DTYPE_FLOAT32, FA_DTYPE_FLOAT16, FA_DTYPE_BFLOAT16";
     return Status::invalid(m.str());
   }
   if (t.dtype != FA_DTYPE_FLOAT32 && t.dtype != FA_DTYPE_FLOAT16 && t.dtype != FA_DTYPE_BFLOAT16) {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "check/device_copy.h"
+#include "check/mask_inputs.h"
 #include "check/problem.h"
 #include "common/scalar_convert.h"
 
@@ -80,6 +81,16 @@ std::vector<int64_t> prefix_rows(const Problem& p) {
   return first;
 }
 
+const char* block_mask_name(BlockMaskKind k) {
+  switch (k) {
+    case BlockMaskKind::kNone: return "none";
+    case BlockMaskKind::kBlocks: return "blocks";
+    case BlockMaskKind::kDense: return "dense";
+    case BlockMaskKind::kStaircase: return "staircase";
+  }
+  return "?";
+}
+
 std::string at(int64_t b, int64_t i, int64_t h, int64_t e = -1) {
   std::ostringstream s;
   s << "(seq " << b << ", row " << i << ", head " << h;
@@ -98,6 +109,19 @@ std::string describe(const Case& c) {
     << " Hkv=" << c.heads_kv << " D=" << c.head_dim;
   if (c.mask == FA_MASK_CAUSAL) s << " causal";
   if (c.mask == FA_MASK_SLIDING_WINDOW) s << " window(" << c.window_left << "," << c.window_right << ")";
+  if (c.mask == FA_MASK_PREFIX_LM) s << " prefix-lm(" << c.prefix_len << ")";
+  if (c.chunk_size > 0) s << " chunk=" << c.chunk_size;
+  if (const Documents& dc = c.documents; dc.mean_length > 0) {
+    s << " docs(" << (dc.fixed_length ? "len=" : "mean=") << dc.mean_length
+      << (dc.unmatched_queries ? ",unmatched" : "") << ",seed=" << dc.seed << ")";
+  }
+  if (const BlockMaskSpec& bm = c.block_mask; bm.kind != BlockMaskKind::kNone) {
+    s << " block-mask(" << block_mask_name(bm.kind);
+    if (bm.kind != BlockMaskKind::kStaircase) s << " density=" << bm.density;
+    s << " " << bm.block_q << "x" << bm.block_k << (bm.per_batch ? " per-batch" : "")
+      << (bm.per_head ? " per-head" : "") << (!bm.per_batch && !bm.per_head ? " broadcast" : "")
+      << (bm.empty_block_row ? " empty-row" : "") << " seed=" << bm.seed << ")";
+  }
   if (c.softcap > 0) s << " softcap=" << c.softcap;
   if (c.softmax_scale != 0) s << " scale=" << c.softmax_scale;
   if (c.varlen) s << " varlen";
@@ -243,7 +267,7 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
   // outputs come back whole so writes outside the views are still caught.
   const bool on_gpu = options.backend == FA_BACKEND_CUDA;
   std::vector<std::unique_ptr<DeviceCopy>> gpu_copies;
-  auto gpu_copy = [&](void* host, size_t bytes) -> void* {
+  auto gpu_copy = [&](const void* host, size_t bytes) -> void* {
     gpu_copies.push_back(std::make_unique<DeviceCopy>(host, bytes));
     return gpu_copies.back()->ok() ? gpu_copies.back()->data() : nullptr;
   };
@@ -254,6 +278,17 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
   void* v_data = vb.data();
   const int32_t* cu_q_data = cu_q.data();
   const int32_t* cu_k_data = cu_k.data();
+  // Segment ids packed like the rows of q and k ([B, L] when padded); one
+  // spare entry keeps the pointers non-null when every sequence is empty.
+  const bool documents = c.documents.mean_length > 0;
+  std::vector<int32_t> q_ids(total_q + 1, 0), k_ids(total_k + 1, 0);
+  for (int64_t b = 0; b < nb && documents; ++b) {
+    std::copy(p.seqs[b].q_ids.begin(), p.seqs[b].q_ids.end(), q_ids.begin() + first[b]);
+    std::copy(p.seqs[b].k_ids.begin(), p.seqs[b].k_ids.end(), k_ids.begin() + cu_k[b]);
+  }
+  const int32_t* q_ids_data = q_ids.data();
+  const int32_t* k_ids_data = k_ids.data();
+  const void* mask_source_data = p.block_mask.data.data();
   DeviceCopy* o_copy = nullptr;
   DeviceCopy* l_copy = nullptr;
   if (on_gpu) {
@@ -266,6 +301,12 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
     l_copy = gpu_copies.back().get();
     cu_q_data = static_cast<const int32_t*>(gpu_copy(cu_q.data(), cu_q.size() * sizeof(int32_t)));
     cu_k_data = static_cast<const int32_t*>(gpu_copy(cu_k.data(), cu_k.size() * sizeof(int32_t)));
+    if (documents) {
+      q_ids_data = static_cast<const int32_t*>(gpu_copy(q_ids.data(), q_ids.size() * sizeof(int32_t)));
+      k_ids_data = static_cast<const int32_t*>(gpu_copy(k_ids.data(), k_ids.size() * sizeof(int32_t)));
+    }
+    // The GPU compresses its own mask from a device copy of the source.
+    if (p.block_mask.present()) mask_source_data = gpu_copy(p.block_mask.data.data(), p.block_mask.data.size());
     for (const auto& g : gpu_copies) {
       if (!g->ok()) {
         outcome.detail = g->error();
@@ -286,6 +327,35 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
   mask.kind = c.mask;
   mask.window_left = c.window_left;
   mask.window_right = c.window_right;
+  mask.prefix_len = c.prefix_len;
+  mask.chunk_size = c.chunk_size;
+  if (documents) {
+    mask.q_segment_ids = q_ids_data;
+    mask.k_segment_ids = k_ids_data;
+  }
+  // Only a forced CUDA path may refuse, and only a case that says it may.
+  auto refused = [&](fa_status s, const char* what) {
+    if (s != FA_STATUS_UNSUPPORTED || !c.forced_path_may_refuse || !on_gpu ||
+        options.cuda_path == FA_CUDA_PATH_AUTO) {
+      return false;
+    }
+    outcome.skipped = true;
+    outcome.detail = "skipped: path sm" + std::to_string(options.cuda_path) + " refuses " + what + ": " +
+                     fa_last_error();
+    return true;
+  };
+  // Built on the side of the backend under test; destroyed with the case
+  // (after the copy back has waited for the device).
+  OwnedBlockMask block_mask;
+  if (p.block_mask.present()) {
+    const fa_status bs = block_mask.create(p.block_mask, mask_source_data, options);
+    if (bs != FA_STATUS_OK) {
+      if (refused(bs, "the block mask")) return outcome;
+      outcome.detail = std::string("fa_block_mask_create failed: ") + fa_status_string(bs) + ": " + fa_last_error();
+      return outcome;
+    }
+    mask.block_mask = block_mask.get();
+  }
   fa_status st;
   if (c.page_size > 0) {
     fa_paged_attention_args a{};
@@ -332,6 +402,7 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
       return outcome;
     }
   }
+  if (refused(st, "the call")) return outcome;
   if (st != FA_STATUS_OK) {
     outcome.detail = std::string("call failed: ") + fa_status_string(st) + ": " + fa_last_error();
     return outcome;
@@ -400,7 +471,17 @@ Outcome run_case(const Case& c, const fa_run_options& options, uint64_t seed) {
 
   // The reference's logic (masks, layouts) checked against an independent
   // plain loop in float32, where only rounding separates the two.
-  const double plain_err = max_abs_diff(low_precision_result(p, FA_DTYPE_FLOAT32), ref, false);
+  const Result plain = low_precision_result(p, FA_DTYPE_FLOAT32);
+  for (int64_t b = 0; b < nb; ++b) {
+    for (size_t r = 0; r < ref.lse[b].size(); ++r) {
+      if (std::isinf(ref.lse[b][r]) == std::isinf(plain.lse[b][r])) continue;
+      const int64_t lq = p.seqs[b].lq;
+      outcome.detail = "the reference and the plain float32 implementation disagree on whether a row "
+                       "sees any key at " + at(b, int64_t(r) % lq, int64_t(r) / lq);
+      return outcome;
+    }
+  }
+  const double plain_err = max_abs_diff(plain, ref, false);
   if (plain_err > 1e-4) {
     std::ostringstream s;
     s << "the reference and the plain float32 implementation disagree by " << plain_err;

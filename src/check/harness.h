@@ -8,7 +8,9 @@
 //   atol = 2 * max|O_ref + 0.3 - 0.3 - O_ref| (in float32),
 // where O_lp is a plain (non-fused) implementation in the case's own
 // precision. The same rule is applied to the LSE. Every output element must
-// have been written (poison gone) and NaN never passes.
+// have been written (poison gone) and NaN never passes. Masks given as data
+// (segment ids, block masks) are built on the side of the backend under test
+// and, separately, on the host for the reference, from the same source.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +20,38 @@
 #include "fastattn/fastattn.h"
 
 namespace fastattn::check {
+
+// Documents packed into each sequence (fa_mask segment ids). Key j gets the
+// id of its document; query row i the id of key position i + Lk - Lq
+// (clamped), so queries and keys agree under bottom-right alignment.
+struct Documents {
+  int64_t mean_length = 0;  // 0: no documents
+  // Every document mean_length keys long (the last one cut); otherwise
+  // lengths are mixed: length-1 documents, short ones and long ones.
+  bool fixed_length = false;
+  // Some documents' queries get an id that no key has: their rows see nothing.
+  bool unmatched_queries = false;
+  uint64_t seed = 1;  // the pattern, independent of the inputs' seed
+};
+
+enum class BlockMaskKind {
+  kNone,
+  kBlocks,     // per-block source: each block FULL with probability `density`, else EMPTY
+  kDense,      // dense source: blocks all-true, all-false, or pairs true with probability `density`
+  kStaircase,  // dense source: a band between two random non-decreasing staircases
+};
+
+// A compressed mask (fa_block_mask_create) and the source it is built from.
+struct BlockMaskSpec {
+  BlockMaskKind kind = BlockMaskKind::kNone;
+  double density = 0.5;
+  int64_t block_q = 128, block_k = 128;
+  bool per_batch = false;  // Bm = B (else 1: broadcast)
+  bool per_head = false;   // Hm = Hq (else 1: broadcast)
+  // One row of blocks all false: the queries of those blocks see nothing.
+  bool empty_block_row = false;
+  uint64_t seed = 1;  // the pattern, independent of the inputs' seed
+};
 
 struct Case {
   std::string label;
@@ -43,10 +77,22 @@ struct Case {
   // > 0: K/V go through a paged cache with this page size (fa_paged_attention),
   // pages shuffled; sequence lengths vary per batch entry.
   int64_t page_size = 0;
+  // FA_MASK_PREFIX_LM's bidirectional prefix, and chunked attention (0 = off).
+  int64_t prefix_len = 0;
+  int64_t chunk_size = 0;
+  Documents documents;
+  BlockMaskSpec block_mask;
+  // A forced CUDA path may answer FA_STATUS_UNSUPPORTED (its key tile does
+  // not divide block_k): reported as a skip, not a failure. Never set on a
+  // case without a block mask.
+  bool forced_path_may_refuse = false;
 };
 
 struct Outcome {
   bool passed = false;
+  // The forced CUDA path refused a case that allows it (passed stays false;
+  // detail says why). Callers count it apart, never as a pass.
+  bool skipped = false;
   double max_error = 0, tolerance = 0;          // output
   double lse_max_error = 0, lse_tolerance = 0;  // LSE (0 when not requested)
   std::string detail;                           // why it failed, or a summary
@@ -56,8 +102,9 @@ struct Outcome {
 std::string describe(const Case& c);
 
 // The matrix of ANCHORS.md: awkward (Lq, Lk), head dims, MHA/GQA/MQA, masks,
-// softcap, varlen, paging, strides, fully masked rows. `quick` keeps the
-// large shapes out (for slow backends and CI).
+// softcap, varlen, paging, strides, fully masked rows, and the mask options
+// given as values or data (prefix-LM, chunks, documents, block masks).
+// `quick` keeps the large shapes out (for slow backends and CI).
 std::vector<Case> correctness_matrix(bool quick);
 
 // Whether `backend` implements what case `c` needs (CUDA: float16/bfloat16

@@ -13,16 +13,32 @@ float round_to_dtype(float x, fa_dtype t) {
   return round_to(x, static_cast<DType>(static_cast<int>(t)));
 }
 
-bool mask_allows(const Case& c, int64_t i, int64_t j, int64_t lq, int64_t lk) {
-  const int64_t diag = i + lk - lq;
+namespace {
+
+int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+}  // namespace
+
+bool mask_allows(const Problem& p, int64_t b, int64_t h, int64_t i, int64_t j) {
+  const Case& c = p.c;
+  const Sequence& s = p.seqs[b];
+  const int64_t diag = i + s.lk - s.lq;
   switch (c.mask) {
-    case FA_MASK_NONE: return true;
-    case FA_MASK_CAUSAL: return j <= diag;
+    case FA_MASK_NONE: break;
+    case FA_MASK_CAUSAL:
+      if (j > diag) return false;
+      break;
     case FA_MASK_SLIDING_WINDOW:
       if (c.window_left >= 0 && j < diag - c.window_left) return false;
       if (c.window_right >= 0 && j > diag + c.window_right) return false;
-      return true;
+      break;
+    case FA_MASK_PREFIX_LM:
+      if (j > diag && j >= c.prefix_len) return false;
+      break;
   }
+  if (c.chunk_size > 0 && floor_div(j, c.chunk_size) != floor_div(diag, c.chunk_size)) return false;
+  if (c.documents.mean_length > 0 && s.q_ids[i] != s.k_ids[j]) return false;
+  if (p.block_mask.present() && !p.block_mask.allows(b, h, i, j)) return false;
   return true;
 }
 
@@ -48,7 +64,9 @@ Problem make_problem(const Case& c, std::mt19937_64& rng) {
     fill(s.q, s.lq * c.heads_q * c.head_dim);
     fill(s.k, s.lk * c.heads_kv * c.head_dim);
     fill(s.v, s.lk * c.heads_kv * c.head_dim);
+    if (c.documents.mean_length > 0) make_segment_ids(c.documents, b, s.lq, s.lk, &s.q_ids, &s.k_ids);
   }
+  p.block_mask = make_mask_source(c);
   return p;
 }
 
@@ -83,6 +101,21 @@ bool reference_result(const Problem& p, Result* out, std::string* error) {
     x.strides[2] = 1;
     return x;
   };
+  // Block masks cover padded batches only, where every sequence has the
+  // case's lengths: the same buffers then read as [B, L, H, D].
+  const bool padded = p.block_mask.present();
+  auto as_padded = [&](fa_tensor x, int64_t len) {
+    x.ndim = 4;
+    x.shape[3] = x.shape[2];
+    x.shape[2] = x.shape[1];
+    x.shape[1] = len;
+    x.shape[0] = nb;
+    x.strides[3] = 1;
+    x.strides[2] = x.shape[3];
+    x.strides[1] = x.shape[2] * x.shape[3];
+    x.strides[0] = len * x.strides[1];
+    return x;
+  };
   fa_attention_args a{};
   a.q = packed(q.data(), tq, hq, d);
   a.k = packed(k.data(), tk, hkv, d);
@@ -90,21 +123,55 @@ bool reference_result(const Problem& p, Result* out, std::string* error) {
   a.out = packed(o.data(), tq, hq, d);
   a.lse.data = lse.data();
   a.lse.dtype = FA_DTYPE_FLOAT32;
-  a.lse.ndim = 2;
-  a.lse.shape[0] = hq;
-  a.lse.shape[1] = tq;
-  a.lse.strides[0] = tq;
-  a.lse.strides[1] = 1;
-  a.cu_seqlens_q = cu_q.data();
-  a.cu_seqlens_k = cu_k.data();
-  a.num_seqs = nb;
+  if (padded) {
+    a.q = as_padded(a.q, c.seqlen_q);
+    a.k = as_padded(a.k, c.seqlen_k);
+    a.v = as_padded(a.v, c.seqlen_k);
+    a.out = as_padded(a.out, c.seqlen_q);
+    a.lse.ndim = 3;
+    a.lse.shape[0] = nb;
+    a.lse.shape[1] = hq;
+    a.lse.shape[2] = c.seqlen_q;
+    a.lse.strides[0] = hq * c.seqlen_q;
+    a.lse.strides[1] = c.seqlen_q;
+    a.lse.strides[2] = 1;
+  } else {
+    a.lse.ndim = 2;
+    a.lse.shape[0] = hq;
+    a.lse.shape[1] = tq;
+    a.lse.strides[0] = tq;
+    a.lse.strides[1] = 1;
+    a.cu_seqlens_q = cu_q.data();
+    a.cu_seqlens_k = cu_k.data();
+    a.num_seqs = nb;
+  }
   a.mask.kind = c.mask;
   a.mask.window_left = c.window_left;
   a.mask.window_right = c.window_right;
+  a.mask.prefix_len = c.prefix_len;
+  a.mask.chunk_size = c.chunk_size;
+  // Segment ids packed like the rows: [B, L] for the padded form too.
+  std::vector<int32_t> q_ids(tq + 1, 0), k_ids(tk + 1, 0);
+  if (c.documents.mean_length > 0) {
+    for (int64_t b = 0; b < nb; ++b) {
+      std::copy(p.seqs[b].q_ids.begin(), p.seqs[b].q_ids.end(), q_ids.begin() + cu_q[b]);
+      std::copy(p.seqs[b].k_ids.begin(), p.seqs[b].k_ids.end(), k_ids.begin() + cu_k[b]);
+    }
+    a.mask.q_segment_ids = q_ids.data();
+    a.mask.k_segment_ids = k_ids.data();
+  }
   a.softmax_scale = p.scale;
   a.softcap = c.softcap;
   fa_run_options opt{};
   opt.backend = FA_BACKEND_CPU_REFERENCE;
+  OwnedBlockMask host_mask;
+  if (padded) {
+    if (host_mask.create(p.block_mask, p.block_mask.data.data(), opt) != FA_STATUS_OK) {
+      *error = std::string("host block mask for the reference: ") + fa_last_error();
+      return false;
+    }
+    a.mask.block_mask = host_mask.get();
+  }
   if (fa_attention_forward(&a, &opt) != FA_STATUS_OK) {
     *error = std::string("reference refused the problem: ") + fa_last_error();
     return false;
@@ -116,7 +183,9 @@ bool reference_result(const Problem& p, Result* out, std::string* error) {
     out->out[b].assign(o.begin() + cu_q[b] * hq * d, o.begin() + cu_q[b + 1] * hq * d);
     out->lse[b].resize(hq * lq);
     for (int64_t h = 0; h < hq; ++h) {
-      for (int64_t i = 0; i < lq; ++i) out->lse[b][h * lq + i] = lse[h * tq + cu_q[b] + i];
+      for (int64_t i = 0; i < lq; ++i) {
+        out->lse[b][h * lq + i] = padded ? lse[(b * hq + h) * lq + i] : lse[h * tq + cu_q[b] + i];
+      }
     }
   }
   return true;
@@ -140,7 +209,7 @@ Result low_precision_result(const Problem& p, fa_dtype rounding) {
         const float* q = &s.q[(i * hq + h) * d];
         float row_max = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < s.lk; ++j) {
-          if (!mask_allows(c, i, j, s.lq, s.lk)) {
+          if (!mask_allows(p, b, h, i, j)) {
             scores[j] = -std::numeric_limits<float>::infinity();
             continue;
           }

@@ -10,18 +10,21 @@
 #include <vector>
 
 #include "check/harness.h"
+#include "check/mask_inputs.h"
 
 namespace fastattn::check {
 
 struct Sequence {
   int64_t lq = 0, lk = 0;
   std::vector<float> q, k, v;  // [lq, Hq, D], [lk, Hkv, D], [lk, Hkv, D]
+  std::vector<int32_t> q_ids, k_ids;  // segment ids [lq], [lk] when the case has documents
 };
 
 struct Problem {
   Case c;
   std::vector<Sequence> seqs;
   float scale = 0;  // resolved softmax scale
+  MaskSource block_mask;  // the block mask's source, when the case has one
 };
 
 // Results per sequence: out [lq, Hq, D] and lse [Hq, lq].
@@ -39,8 +42,10 @@ Problem make_problem(const Case& c, std::mt19937_64& rng);
 double max_abs_diff(const Result& a, const Result& b, bool lse);
 double rounding_atol(const Result& ref, bool lse);
 
-// Float64 reference through FA_BACKEND_CPU_REFERENCE (varlen form, float32
-// storage). Returns false with `error` set if the library refused.
+// Float64 reference through FA_BACKEND_CPU_REFERENCE (float32 storage; the
+// varlen form, or the padded one with a block mask, which it builds on the
+// host from p.block_mask). Returns false with `error` set if the library
+// refused.
 bool reference_result(const Problem& p, Result* out, std::string* error);
 
 // Scores rounded to the dtype, softmax in float32 with P rounded to the
@@ -50,9 +55,10 @@ bool reference_result(const Problem& p, Result* out, std::string* error);
 // for the tolerance, float32 for a check of the reference's logic.
 Result low_precision_result(const Problem& p, fa_dtype rounding);
 
-// Whether query row i of a sequence (lq queries, lk keys) may see key j,
-// straight from the mask's definition (bottom-right aligned).
-bool mask_allows(const Case& c, int64_t i, int64_t j, int64_t lq, int64_t lk);
+// Whether query row i of sequence b, query head h, may see key j, straight
+// from the definitions of fastattn.h (bottom-right aligned): kind, prefix,
+// chunk, documents and the block mask's source, not its compressed form.
+bool mask_allows(const Problem& p, int64_t b, int64_t h, int64_t i, int64_t j);
 
 float round_to_dtype(float x, fa_dtype t);
 

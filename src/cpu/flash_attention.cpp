@@ -43,11 +43,11 @@ int thread_count(const AttentionParams& p) {
 
 // Keys seen by query rows [i0, i1] of sequence b: ranges only move right
 // as i grows, so the first and the last row bound the union.
-void key_union(const AttentionParams& p, int64_t i0, int64_t i1, int64_t lq, int64_t lk,
-               int64_t* begin, int64_t* end) {
+void key_union(const AttentionParams& p, int64_t b, int64_t i0, int64_t i1, int64_t lq,
+               int64_t lk, int64_t* begin, int64_t* end) {
   int64_t b0 = 0, e0 = 0, b1 = 0, e1 = 0;
-  p.mask.key_range(i0, lq, lk, &b0, &e0);
-  p.mask.key_range(i1, lq, lk, &b1, &e1);
+  p.key_range(b, i0, lq, lk, &b0, &e0);
+  p.key_range(b, i1, lq, lk, &b1, &e1);
   *begin = b0;
   *end = std::max(e1, b0);
 }
@@ -110,7 +110,7 @@ void run_tiles(const AttentionParams& p) {
       for (int64_t row0 = 0; row0 < total; row0 += kBr) {
         const int64_t rows = std::min<int64_t>(kBr, total - row0);
         int64_t kb = 0, ke = 0;
-        key_union(p, row0 / g, (row0 + rows - 1) / g, lq, lk, &kb, &ke);
+        key_union(p, b, row0 / g, (row0 + rows - 1) / g, lq, lk, &kb, &ke);
         Task t;
         t.tile.b = b;
         t.tile.hk = hk;
@@ -165,7 +165,8 @@ void run_tiles(const AttentionParams& p) {
   const int64_t ntasks = static_cast<int64_t>(tasks.size());
 #pragma omp parallel num_threads(threads)
   {
-    const int64_t floats = dp * kBr + 2 * kBc * dp + kBc * kBr + kBr * dp;
+    // + kBc * kBr: the int32 pairs of a PARTIAL mask block.
+    const int64_t floats = dp * kBr + 2 * kBc * dp + kBc * kBr + kBr * dp + kBc * kBr;
     Buffer scratch = alloc_floats(floats);
     Workspace ws;
     ws.qt = scratch.get();
@@ -173,6 +174,7 @@ void run_tiles(const AttentionParams& p) {
     ws.v = ws.k + kBc * dp;
     ws.s = ws.v + kBc * dp;
     ws.o = ws.s + kBc * kBr;
+    ws.allow = reinterpret_cast<int32_t*>(ws.o + kBr * dp);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < ntasks; ++i) {
       if (bf16_dot) {
@@ -215,7 +217,7 @@ void run_decode(const AttentionParams& p) {
       ranges[b] = {0, 0};
       continue;
     }
-    key_union(p, 0, lq - 1, lq, lk, &ranges[b].begin, &ranges[b].end);
+    key_union(p, b, 0, lq - 1, lq, lk, &ranges[b].begin, &ranges[b].end);
     total_keys += ranges[b].end - ranges[b].begin;
   }
   // About four chunks per thread balance uneven sequences; below 256 keys a

@@ -112,8 +112,9 @@ FA_BF16_TARGET inline void pv_tile(const uint32_t* p2, const uint32_t* v2, float
 
 // Online softmax of the block (see softmax_block in flash_tile_hwy.cpp),
 // then P rounded to bf16 pairs into p2; the row sums use fp32 P.
+// `allow` (nullable): the block mask's pairs, as in flash_tile_hwy.cpp.
 FA_BF16_TARGET void softmax_block(const TileRows& rows, Workspace* ws, uint32_t* p2, int nqv,
-                                  int64_t j0, int nb, bool masked, float c) {
+                                  int64_t j0, int nb, bool masked, const int32_t* allow, float c) {
   const __m512 neg_inf = _mm512_set1_ps(kNegInf);
   const __m512 vc = _mm512_set1_ps(c);
   const int nb2 = (nb + 1) / 2 * 2;
@@ -127,7 +128,11 @@ FA_BF16_TARGET void softmax_block(const TileRows& rows, Workspace* ws, uint32_t*
       __m512 x = _mm512_load_ps(col + j * kBr);
       if (masked) {
         const __m512i jv = _mm512_set1_epi32(static_cast<int32_t>(j0 + j));
-        const __mmask16 ok = _mm512_cmpge_epi32_mask(jv, beg) & _mm512_cmplt_epi32_mask(jv, end);
+        __mmask16 ok = _mm512_cmpge_epi32_mask(jv, beg) & _mm512_cmplt_epi32_mask(jv, end);
+        if (allow != nullptr) {
+          ok &= _mm512_test_epi32_mask(_mm512_loadu_si512(allow + j * kBr + qv * 16),
+                                       _mm512_set1_epi32(-1));
+        }
         x = _mm512_mask_blend_ps(ok, neg_inf, x);
         _mm512_store_ps(col + j * kBr, x);
       }
@@ -209,8 +214,19 @@ FA_BF16_TARGET void tile_kernel_impl(const AttentionParams& p, const TileTask& t
   const int64_t kpairs = dim / 2;  // K is read in place: only real elements
   const uint16_t* krow[kBc + 4];
 
-  for (int64_t j0 = rows.key_begin; j0 < rows.key_end; j0 += kBc) {
-    const int nb = static_cast<int>(rows.key_end - j0 < kBc ? rows.key_end - j0 : kBc);
+  for (int64_t a = first_block_start(rows); a < rows.key_end; a += kBc) {
+    const int64_t j0 = a > rows.key_begin ? a : rows.key_begin;
+    const int nb = static_cast<int>((rows.key_end - a < kBc ? rows.key_end : a + kBc) - j0);
+    bool masked = !(rows.max_begin <= j0 && rows.min_end >= j0 + nb);
+    const KeyBlockUse use =
+        masked || rows.block ? classify_key_block(rows, j0, nb) : KeyBlockUse::kRange;
+    if (use == KeyBlockUse::kSkip) continue;
+    const int32_t* allow = nullptr;
+    if (use == KeyBlockUse::kBits) {
+      fill_block_allow(rows, j0, nb, ws->allow);
+      allow = ws->allow;
+      masked = true;
+    }
     const int nb4 = (nb + 3) / 4 * 4;
     for (int j = 0; j < nb4; ++j)
       krow[j] = j < nb ? k + k_offset(p.kv, p.cu_seqlens_k, t.b, j0 + j, t.hk) : zero_row;
@@ -219,16 +235,15 @@ FA_BF16_TARGET void tile_kernel_impl(const AttentionParams& p, const TileTask& t
       const uint16_t* v1 = j + 1 < nb ? v + v_offset(p.kv, p.cu_seqlens_k, t.b, j0 + j + 1, t.hk) : nullptr;
       pack_v_pair(v0, v1, dim, dp, v2 + (j / 2) * dp);
     }
-    const int64_t next_end = j0 + kBc + kBc < rows.key_end ? j0 + kBc + kBc : rows.key_end;
-    prefetch_kv_rows(p, t, j0 + kBc, next_end);
-    const bool masked = !(rows.max_begin <= j0 && rows.min_end >= j0 + nb);
+    const int64_t next_end = a + kBc + kBc < rows.key_end ? a + kBc + kBc : rows.key_end;
+    prefetch_kv_rows(p, t, a + kBc, next_end);
 
     for (int j = 0; j < nb4; j += 4) {
       int qv = 0;
       for (; qv + 4 <= nqv; qv += 4) scores_tile<4>(qt2, krow, ws->s, kpairs, qv, j);
       for (; qv < nqv; ++qv) scores_tile<1>(qt2, krow, ws->s, kpairs, qv, j);
     }
-    softmax_block(rows, ws, p2, nqv, j0, nb, masked, c);
+    softmax_block(rows, ws, p2, nqv, j0, nb, masked, allow, c);
 
     const int npairs = (nb + 1) / 2;
     for (int tr = 0; tr < nrows4; tr += 4) {

@@ -19,11 +19,12 @@ void prepare_rows(const AttentionParams& p, const TileTask& t, int max_rows, Til
   rows->key_end = std::numeric_limits<int64_t>::min();
   rows->max_begin = std::numeric_limits<int64_t>::min();
   rows->min_end = std::numeric_limits<int64_t>::max();
+  rows->block = p.mask.block;
   for (int tr = 0; tr < rows->rows; ++tr) {
     const int64_t r = t.row0 + tr;
     const int64_t i = r / g, h = t.hk * g + r % g;
     int64_t b = 0, e = 0;
-    p.mask.key_range(i, lq, lk, &b, &e);
+    p.key_range(t.b, i, lq, lk, &b, &e);
     b = b < t.key_begin ? t.key_begin : b;
     e = e > t.key_end ? t.key_end : e;
     if (e < b) e = b;
@@ -32,6 +33,11 @@ void prepare_rows(const AttentionParams& p, const TileTask& t, int max_rows, Til
     rows->q_off[tr] = q_offset(p, t.b, i, h);
     rows->out_off[tr] = out_offset(p, t.b, i, h);
     rows->lse_off[tr] = p.lse ? lse_offset(p, t.b, i, h) : 0;
+    if (rows->block) {
+      const BlockMaskView& v = *rows->block;
+      rows->cls_off[tr] = v.row(t.b, h, i >> v.block_q_log2) * v.blocks_k;
+      rows->bit_row[tr] = static_cast<int32_t>(i & ((int64_t{1} << v.block_q_log2) - 1));
+    }
     if (b < e) {
       rows->key_begin = b < rows->key_begin ? b : rows->key_begin;
       rows->key_end = e > rows->key_end ? e : rows->key_end;
@@ -42,6 +48,47 @@ void prepare_rows(const AttentionParams& p, const TileTask& t, int max_rows, Til
   // Rows past the end stay empty so a masked block never admits them.
   for (int tr = rows->rows; tr < kBr; ++tr) rows->begin[tr] = rows->end[tr] = 0;
   if (rows->key_begin >= rows->key_end) rows->key_begin = rows->key_end = 0;
+}
+
+KeyBlockUse classify_key_block(const TileRows& rows, int64_t j0, int nb) {
+  const int64_t j1 = j0 + nb;
+  bool full = false, empty = false;
+  for (int tr = 0; tr < rows.rows; ++tr) {
+    if (rows.begin[tr] >= j1 || rows.end[tr] <= j0) continue;
+    if (rows.block == nullptr) return KeyBlockUse::kRange;
+    const int32_t c = rows.block->cls[rows.cls_off[tr] + (j0 >> rows.block->block_k_log2)];
+    if (c == BlockMaskView::kEmpty) {
+      empty = true;
+    } else if (c == BlockMaskView::kFull) {
+      full = true;
+    } else {
+      return KeyBlockUse::kBits;
+    }
+  }
+  // FULL rows beside EMPTY ones (heads or query blocks of one tile) still
+  // need the per-row bits.
+  if (!full) return KeyBlockUse::kSkip;
+  return empty ? KeyBlockUse::kBits : KeyBlockUse::kRange;
+}
+
+void fill_block_allow(const TileRows& rows, int64_t j0, int nb, int32_t* allow) {
+  const BlockMaskView& v = *rows.block;
+  const int64_t col0 = j0 & ((int64_t{1} << v.block_k_log2) - 1);
+  const int64_t words = v.words_per_row();
+  for (int tr = 0; tr < kBr; ++tr) {
+    const int32_t c = tr < rows.rows ? v.cls[rows.cls_off[tr] + (j0 >> v.block_k_log2)]
+                                     : BlockMaskView::kEmpty;
+    if (c == BlockMaskView::kFull || c == BlockMaskView::kEmpty) {
+      const int32_t x = c == BlockMaskView::kFull ? -1 : 0;
+      for (int j = 0; j < nb; ++j) allow[j * kBr + tr] = x;
+      continue;
+    }
+    const uint32_t* w = v.bits + (int64_t{c} * (int64_t{1} << v.block_q_log2) + rows.bit_row[tr]) * words;
+    for (int j = 0; j < nb; ++j) {
+      const int64_t col = col0 + j;
+      allow[j * kBr + tr] = (w[col / 32] >> (col % 32)) & 1u ? -1 : 0;
+    }
+  }
 }
 
 void finish_rows(const AttentionParams& p, const TileTask& t, const TileRows& rows, const float* o,

@@ -17,6 +17,8 @@ namespace fastattn::cpu {
 // Paper notation: Br query rows per tile, Bc keys per block.
 inline constexpr int kBr = 64;
 inline constexpr int kBc = 64;
+// Mask blocks are 64, 128 or 256 keys wide: an aligned key block lies in one.
+static_assert(64 % kBc == 0, "kBc must divide the smallest mask block");
 // Above this many rows per group a tile kernel (vectorised over queries)
 // beats the decode kernel (vectorised over the head dimension).
 inline constexpr int kDecodeMaxRows = 8;
@@ -39,9 +41,35 @@ struct TileRows {
   int64_t q_off[kBr], out_off[kBr], lse_off[kBr];
   int64_t key_begin = 0, key_end = 0;  // union of the non-empty ranges
   int64_t max_begin = 0, min_end = 0;  // a block inside both needs no mask
+  // Block mask (p.mask.block) or nullptr. Per row: where its row of block
+  // classes starts in block->cls, and its row inside the mask's query block.
+  // Both depend on the query head, which differs between adjacent rows.
+  const BlockMaskView* block = nullptr;
+  int64_t cls_off[kBr];
+  int32_t bit_row[kBr];
 };
 
 void prepare_rows(const AttentionParams& p, const TileTask& t, int max_rows, TileRows* rows);
+
+// How a tile runs the keys [j0, j0 + nb) (with a block mask, inside one
+// column of mask blocks): skipped when no row admits any of them (K/V never
+// loaded; an all-masked block would leave m, l and O exactly unchanged),
+// with the per-row key ranges only, or with a PARTIAL block's bits as well.
+enum class KeyBlockUse { kSkip, kRange, kBits };
+KeyBlockUse classify_key_block(const TileRows& rows, int64_t j0, int nb);
+
+// The block mask of keys [j0, j0 + nb) for every row of the tile, laid out
+// like the scores (nb, kBr): -1 where the pair is allowed, 0 where not (and
+// for rows past the end).
+void fill_block_allow(const TileRows& rows, int64_t j0, int nb, int32_t* allow);
+
+// First key of the tile's block loop. With a block mask the blocks are
+// aligned to kBc so that each lies in one column of mask blocks (those are
+// multiples of 64 = kBc keys wide); without, they start at the first key,
+// which needs one block fewer on a ragged range.
+inline int64_t first_block_start(const TileRows& rows) {
+  return rows.block ? rows.key_begin / kBc * kBc : rows.key_begin;
+}
 
 // Row r of the tile is o[r * o_stride ...] / l[r], with the row maximum m2[r]
 // already in the log2 domain (scale folded in). Writes out / lse, or the
@@ -79,6 +107,7 @@ struct Workspace {
   float* v = nullptr;    // (kBc, Dp)
   float* s = nullptr;    // (kBc, kBr) scores, then probabilities
   float* o = nullptr;    // (kBr, Dp) output accumulator
+  int32_t* allow = nullptr;  // (kBc, kBr) block-mask bits of a PARTIAL block
   alignas(64) float m[kBr];
   alignas(64) float l[kBr];
   alignas(64) float alpha[kBr];

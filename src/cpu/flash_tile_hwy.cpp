@@ -156,8 +156,11 @@ HWY_INLINE void pv_tile(const float* p, const float* v, float* o, const float* a
 // Online softmax of one block for query vectors [0, nqv): masks, updates the
 // running max m (score units) and sum l, leaves P in s and the rescale
 // factor of each row in alpha. c maps scores to the log2 domain.
+// `allow` (nullable, (nb, kBr), -1 / 0) removes the pairs a block mask
+// excludes; it comes with masked = true.
 HWY_INLINE void softmax_block(const AttentionParams& p, const TileRows& rows, Workspace* ws,
-                              int nqv, int64_t j0, int nb, bool masked, float c) {
+                              int nqv, int64_t j0, int nb, bool masked, const int32_t* allow,
+                              float c) {
   const DF df;
   const hn::RebindToSigned<DF> di;
   const size_t n = hn::Lanes(df);
@@ -175,7 +178,11 @@ HWY_INLINE void softmax_block(const AttentionParams& p, const TileRows& rows, Wo
       if (capped) x = softcap_log2(df, x, p.scale, p.softcap);
       if (masked) {
         const auto jv = hn::Set(di, static_cast<int32_t>(j0 + j));
-        const auto allowed = hn::AndNot(hn::Lt(jv, beg), hn::Lt(jv, end));
+        auto allowed = hn::AndNot(hn::Lt(jv, beg), hn::Lt(jv, end));
+        if (allow != nullptr) {
+          const auto bits = hn::LoadU(di, allow + j * kBr + qv * n);
+          allowed = hn::And(allowed, hn::Ne(bits, hn::Zero(di)));
+        }
         x = hn::IfThenElse(hn::RebindMask(df, allowed), x, neg_inf);
       }
       if (capped || masked) hn::Store(x, df, col + j * kBr);
@@ -235,8 +242,20 @@ void tile_kernel_t(const AttentionParams& p, const TileTask& t, Workspace* ws) {
 
   const float c = p.softcap > 0.0f ? 1.0f : p.scale * kLog2e;
   const int64_t nvec = dp / n;
-  for (int64_t j0 = rows.key_begin; j0 < rows.key_end; j0 += kBc) {
-    const int nb = static_cast<int>(rows.key_end - j0 < kBc ? rows.key_end - j0 : kBc);
+  for (int64_t a = first_block_start(rows); a < rows.key_end; a += kBc) {
+    const int64_t j0 = a > rows.key_begin ? a : rows.key_begin;
+    const int nb = static_cast<int>((rows.key_end - a < kBc ? rows.key_end : a + kBc) - j0);
+    // Blocks inside every row's range run without the per-element mask.
+    bool masked = !(rows.max_begin <= j0 && rows.min_end >= j0 + nb);
+    const KeyBlockUse use =
+        masked || rows.block ? classify_key_block(rows, j0, nb) : KeyBlockUse::kRange;
+    if (use == KeyBlockUse::kSkip) continue;
+    const int32_t* allow = nullptr;
+    if (use == KeyBlockUse::kBits) {
+      fill_block_allow(rows, j0, nb, ws->allow);
+      allow = ws->allow;
+      masked = true;
+    }
     const int nb4 = (nb + 3) / 4 * 4;
     for (int j = 0; j < nb; ++j) {
       convert_row<kT>(p.kv.k, k_offset(p.kv, p.cu_seqlens_k, t.b, j0 + j, t.hk), dim, dp,
@@ -245,16 +264,14 @@ void tile_kernel_t(const AttentionParams& p, const TileTask& t, Workspace* ws) {
                       ws->v + j * dp);
     }
     for (int j = nb; j < nb4; ++j) std::memset(ws->k + j * dp, 0, sizeof(float) * dp);
-    const int64_t next_end = j0 + kBc + kBc < rows.key_end ? j0 + kBc + kBc : rows.key_end;
-    prefetch_kv_rows(p, t, j0 + kBc, next_end);
-    // Blocks inside every row's range run without the per-element mask.
-    const bool masked = !(rows.max_begin <= j0 && rows.min_end >= j0 + nb);
+    const int64_t next_end = a + kBc + kBc < rows.key_end ? a + kBc + kBc : rows.key_end;
+    prefetch_kv_rows(p, t, a + kBc, next_end);
 
     int qv = 0;
     for (; qv + 4 <= nqv; qv += 4) scores_tile<4>(ws->qt, ws->k, ws->s, dim, dp, qv, nb4);
     for (; qv < nqv; ++qv) scores_tile<1>(ws->qt, ws->k, ws->s, dim, dp, qv, nb4);
 
-    softmax_block(p, rows, ws, nqv, j0, nb, masked, c);
+    softmax_block(p, rows, ws, nqv, j0, nb, masked, allow, c);
 
     for (int tr = 0; tr < nrows4; tr += 4) {
       int64_t dv = 0;
@@ -328,6 +345,24 @@ int64_t decode_state_floats_impl(const AttentionParams& p) {
   return states * (2 * padded_head_dim(p.head_dim) + 2 + kDecodeBlock);
 }
 
+// Whether any (KV head, row) of sequence b admits a key of [j0, j0 + nb)
+// under the block mask (rows flattened as in the tile: r = i * g + hh).
+HWY_INLINE bool decode_keys_admitted(const BlockMaskView& v, const TileRows& rows, int64_t b,
+                                     int64_t g, int64_t hkv, int64_t j0, int nb) {
+  const int64_t c0 = j0 >> v.block_k_log2, c1 = (j0 + nb - 1) >> v.block_k_log2;
+  for (int r = 0; r < rows.rows; ++r) {
+    if (rows.begin[r] >= j0 + nb || rows.end[r] <= j0) continue;
+    const int64_t i = r / g;
+    for (int64_t hk = 0; hk < hkv; ++hk) {
+      const int64_t base = v.row(b, hk * g + r % g, i >> v.block_q_log2) * v.blocks_k;
+      for (int64_t c = c0; c <= c1; ++c) {
+        if (v.cls[base + c] != BlockMaskView::kEmpty) return true;
+      }
+    }
+  }
+  return false;
+}
+
 template <DType kT>
 void decode_kernel_t(const AttentionParams& p, int64_t b, int64_t key_begin, int64_t key_end,
                      float* state, float* split_o, float* split_lse) {
@@ -365,8 +400,13 @@ void decode_kernel_t(const AttentionParams& p, int64_t b, int64_t key_begin, int
   const float c = capped ? 1.0f : p.scale * kLog2e;
   int64_t k_offs[kDecodeBlock], v_offs[kDecodeBlock];
 
+  const BlockMaskView* block = p.mask.block;
+  const int64_t g = p.group_size();
   for (int64_t j0 = rows.key_begin; j0 < rows.key_end; j0 += kDecodeBlock) {
     const int nb = static_cast<int>(rows.key_end - j0 < kDecodeBlock ? rows.key_end - j0 : kDecodeBlock);
+    // A block mask: keys no (head, row) admits are never loaded; the others
+    // are checked pair by pair (few rows: cheaper than the tile's classes).
+    if (block != nullptr && !decode_keys_admitted(*block, rows, b, g, hkv, j0, nb)) continue;
     for (int j = 0; j < nb; ++j) {
       k_offs[j] = k_offset(p.kv, p.cu_seqlens_k, b, j0 + j, 0);
       v_offs[j] = v_offset(p.kv, p.cu_seqlens_k, b, j0 + j, 0);
@@ -380,10 +420,12 @@ void decode_kernel_t(const AttentionParams& p, int64_t b, int64_t key_begin, int
     const bool masked = !(rows.max_begin <= j0 && rows.min_end >= j0 + nb);
     for (int64_t st = 0; st < ns; ++st) {
       const int r = static_cast<int>(st % nr);
+      const int64_t h = st / nr * g + r % g, i = r / g;
       float* sr = s + st * kDecodeBlock;
       for (int j = 0; j < kDecodeBlock; ++j) {
         float x = sr[j];
-        if (j >= nb || (masked && (j0 + j < rows.begin[r] || j0 + j >= rows.end[r]))) {
+        if (j >= nb || (masked && (j0 + j < rows.begin[r] || j0 + j >= rows.end[r])) ||
+            (block != nullptr && !block->allowed(b, h, i, j0 + j))) {
           x = kNegInf;
         } else if (capped) {
           x = p.softcap * kLog2e * std::tanh(x * p.scale / p.softcap);

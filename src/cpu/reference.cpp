@@ -21,9 +21,15 @@ void reference_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, in
   for (int64_t c = 0; c < d; ++c) q[c] = load_as_float(p.q, qo + c, p.dtype);
 
   int64_t begin = 0, end = 0;
-  p.mask.key_range(i, lq, lk, &begin, &end);
-  double row_max = -std::numeric_limits<double>::infinity();
+  p.key_range(b, i, lq, lk, &begin, &end);
+  const BlockMaskView* block = p.mask.block;
+  constexpr double kNegInf = -std::numeric_limits<double>::infinity();
+  double row_max = kNegInf;
   for (int64_t j = begin; j < end; ++j) {
+    if (block != nullptr && !block->allowed(b, h, i, j)) {
+      scores[j - begin] = kNegInf;
+      continue;
+    }
     const int64_t ko = k_offset(p.kv, p.cu_seqlens_k, b, j, hk);
     double s = 0;
     for (int64_t c = 0; c < d; ++c) s += q[c] * double(load_as_float(p.kv.k, ko + c, p.dtype));
@@ -34,7 +40,8 @@ void reference_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, in
   }
   std::fill(acc.begin(), acc.end(), 0.0);
   double sum = 0;
-  for (int64_t j = begin; j < end; ++j) {
+  for (int64_t j = begin; j < end && row_max > kNegInf; ++j) {
+    if (scores[j - begin] == kNegInf) continue;
     const double e = std::exp(scores[j - begin] - row_max);
     sum += e;
     const int64_t vo = v_offset(p.kv, p.cu_seqlens_k, b, j, hk);
@@ -42,11 +49,11 @@ void reference_row(const AttentionParams& p, int64_t b, int64_t h, int64_t i, in
   }
   const int64_t oo = out_offset(p, b, i, h);
   for (int64_t c = 0; c < d; ++c) {
-    store_from_float(p.out, oo + c, p.dtype, end > begin ? float(acc[c] / sum) : 0.0f);
+    store_from_float(p.out, oo + c, p.dtype, sum > 0 ? float(acc[c] / sum) : 0.0f);
   }
   if (p.lse) {
     p.lse[lse_offset(p, b, i, h)] =
-        end > begin ? float(row_max + std::log(sum)) : -std::numeric_limits<float>::infinity();
+        sum > 0 ? float(row_max + std::log(sum)) : -std::numeric_limits<float>::infinity();
   }
 }
 

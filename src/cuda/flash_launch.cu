@@ -70,6 +70,9 @@ FwdParams make_fwd_params(const AttentionParams& a) {
   p.rows_k = a.is_varlen() ? a.total_k : a.seqlen_k;
   p.head_dim = static_cast<int>(a.head_dim);
   set_mask_and_scale(a, &p);
+  p.q_segments = a.mask.q_segments;
+  p.k_segments = a.mask.k_segments;
+  if (a.mask.block != nullptr) p.block = *a.mask.block;
   return p;
 }
 

@@ -4,6 +4,8 @@
 
 #include <cstdint>
 
+#include "api/block_mask_view.h"
+
 namespace fastattn::cuda {
 
 struct FwdParams {
@@ -28,6 +30,13 @@ struct FwdParams {
   int64_t rows_q = 0, rows_k = 0;
   int head_dim = 0;                // actual; the kernel's kHeadDim may be larger
   int window_left = -1, window_right = -1;  // < 0: unbounded
+  int prefix = 0;  // keys below it are seen by every row (prefix-LM)
+  int chunk = 0;   // > 0: the key in the query position's chunk
+  // Documents: segment ids, padded batch [B, Lq] / [B, Lk], varlen packed
+  // like the rows of q / k; or nullptr.
+  const int32_t* q_segments = nullptr;
+  const int32_t* k_segments = nullptr;
+  BlockMaskView block;  // block.cls == nullptr: no block mask
   // Scores enter exp2 as s * scale_log2 - m * scale_log2 (one FMA): log2(e) *
   // softmax scale, or log2(e) alone with a softcap, whose tanh already scaled.
   float scale_log2 = 0.f;

@@ -21,6 +21,7 @@ TEST_P(CudaMatrix, MatchesReference) {
   fa_run_options opt{};
   opt.backend = FA_BACKEND_CUDA;
   const Outcome o = run_case(GetParam().c, opt, 5000 + GetParam().index);
+  EXPECT_FALSE(o.skipped) << "only a forced path may refuse: " << o.detail;
   EXPECT_TRUE(o.passed) << describe(GetParam().c) << ": " << o.detail;
 }
 
@@ -60,6 +61,7 @@ TEST_P(CudaForcedPath, MatchesReference) {
   opt.backend = FA_BACKEND_CUDA;
   opt.cuda_path = GetParam().path;
   const Outcome o = run_case(GetParam().m.c, opt, 5000 + GetParam().m.index);
+  if (o.skipped) GTEST_SKIP() << describe(GetParam().m.c) << ": " << o.detail;
   EXPECT_TRUE(o.passed) << describe(GetParam().m.c) << ": " << o.detail;
 }
 
@@ -74,10 +76,21 @@ INSTANTIATE_TEST_SUITE_P(Sm70, CudaForcedPath, testing::ValuesIn(forced_path_mat
                          path_param_name);
 
 // Every path the CUDA matrix leaves out must be refused, not run wrongly.
-TEST(CudaMatrixCoverage, LeavesOutOnlyFloat32AndPagedCases) {
+TEST(CudaMatrixCoverage, LeavesOutOnlyFloat32PagedAndSmallBlockCases) {
   for (const Case& c : correctness_matrix(false)) {
     if (backend_runs(c, FA_BACKEND_CUDA)) continue;
-    EXPECT_TRUE(c.dtype == FA_DTYPE_FLOAT32 || c.page_size > 0) << describe(c);
+    // Block masks with 64-row blocks: CUDA query tiles are 128 rows (fastattn.h).
+    const bool small_blocks = c.block_mask.kind != BlockMaskKind::kNone && c.block_mask.block_q < 128;
+    EXPECT_TRUE(c.dtype == FA_DTYPE_FLOAT32 || c.page_size > 0 || small_blocks) << describe(c);
+  }
+}
+
+// A forced path may refuse a case only where the case allows it, and only
+// block masks allow it (their key-tile condition); every other option must run.
+TEST(CudaMatrixCoverage, OnlyBlockMaskCasesMayBeRefused) {
+  for (const Case& c : matrix_for(FA_BACKEND_CUDA, /*quick=*/false)) {
+    if (!c.forced_path_may_refuse) continue;
+    EXPECT_NE(c.block_mask.kind, BlockMaskKind::kNone) << describe(c);
   }
 }
 

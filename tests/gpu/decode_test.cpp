@@ -369,6 +369,12 @@ void plain_low_precision(const Problem& p, const Outputs& ref, std::vector<float
         if (s.mask.window_left >= 0) lo = std::max<int64_t>(0, diag - s.mask.window_left);
         if (s.mask.window_right >= 0) hi = std::min(keys, diag + s.mask.window_right + 1);
       }
+      if (s.mask.kind == FA_MASK_PREFIX_LM) hi = std::min(keys, std::max(diag + 1, s.mask.prefix_len));
+      if (s.mask.chunk_size > 0) {  // diag >= 0 here: queries are the last Lq keys
+        const int64_t c0 = diag / s.mask.chunk_size * s.mask.chunk_size;
+        lo = std::max(lo, c0);
+        hi = std::min(hi, c0 + s.mask.chunk_size);
+      }
       for (int64_t h = 0; h < s.hq; ++h) {
         const int64_t kh = h / (s.hq / s.hkv);
         const std::vector<float> q = query_row(p, b, i, h);
@@ -531,6 +537,30 @@ std::vector<Spec> decode_matrix() {
     add(s);
     s.name = "no-lse";
     s.lse = false;
+    add(s);
+  }
+  {
+    Spec s;
+    s.name = "lq4-prefix-lm-splits";
+    s.lq = 4;
+    s.mask = causal();
+    s.mask.kind = FA_MASK_PREFIX_LM;
+    s.mask.prefix_len = 1500;  // past the end of the short sequence, inside the long one
+    s.cache_lens = {50, 3000};
+    s.page_size = 5;
+    s.splits = 7;
+    add(s);
+    s.name = "lq4-chunked-causal";
+    s.mask = causal();
+    s.mask.chunk_size = 256;  // the queries straddle a chunk boundary in the first sequence
+    s.cache_lens = {254, 3000};
+    s.splits = 0;
+    add(s);
+    s.name = "lq1-chunked-window";
+    s.lq = 1;
+    s.mask = window(100, -1);
+    s.mask.chunk_size = 1000;
+    s.cache_lens = {1000, 70};
     add(s);
   }
   for (fa_rotary_style style : {FA_ROTARY_HALF, FA_ROTARY_INTERLEAVED}) {

@@ -56,6 +56,12 @@ __device__ __forceinline__ RowRange row_keys(const DecodeKernelParams& p, int i,
   const int diag = i + keys - p.seqlen_q;
   int begin = p.window_left < 0 ? 0 : max(0, diag - p.window_left);
   int end = p.window_right < 0 ? keys : min(keys, diag + p.window_right + 1);
+  end = min(max(end, p.prefix), keys);
+  if (p.chunk > 0) {
+    const int c0 = (diag >= 0 ? diag / p.chunk : -((-diag + p.chunk - 1) / p.chunk)) * p.chunk;
+    begin = max(begin, c0);
+    end = min(end, c0 + p.chunk);
+  }
   begin = min(begin, keys);
   end = max(end, begin);
   return {begin, end};
@@ -101,7 +107,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
       block_end = max(block_end, range[r].end);
     }
   }
-  const bool masked = p.window_left >= 0 || p.window_right >= 0;
+  const bool masked = p.window_left >= 0 || p.window_right >= 0 || p.chunk > 0;
 
   // This split's keys: an equal share of the block's range, in whole steps.
   int k_begin = 0, k_end = 0;

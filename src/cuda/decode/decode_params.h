@@ -73,6 +73,8 @@ struct DecodeKernelParams {
   int batch = 0, seqlen_q = 0, heads_q = 0, heads_kv = 0, group_size = 1, head_dim = 0;
   int num_splits = 1;
   int window_left = -1, window_right = -1;  // < 0: unbounded
+  int prefix = 0;  // keys below it are seen by every query (prefix-LM)
+  int chunk = 0;   // > 0: keys in the query position's chunk only
   // Scores in base 2: s * scale_log2 (no softcap), or with a softcap
   // log2(e) * cap * tanh(s * softcap_inv_scale).
   float scale_log2 = 0.f;

@@ -91,23 +91,128 @@ struct FwdBlock {
   }
 };
 
+// log2 of a power of two; -1 otherwise (such tile widths never meet a block
+// mask: the kernel choice sends those calls elsewhere).
+constexpr int log2_of(int x) {
+  int r = 0;
+  while ((1 << r) < x) ++r;
+  return (1 << r) == x ? r : -1;
+}
+
 // Key tiles [begin, end) a query tile touches, and within them the "full"
-// ones [full_begin, full_end), inside every row's window, which skip the
-// per-element mask. Window bounds grow with the row, so the first and last
-// rows bound the union.
+// ones [full_begin, full_end), inside every row's key interval, which skip
+// the per-element mask. Intervals only move right as the row grows, so the
+// first and last rows bound the union.
 struct KeyTiles {
   int begin, end, full_begin, full_end;
 
-  __device__ __forceinline__ KeyTiles(const KeyWindow& window, int m0, int block_m, int lq,
-                                      int lk, int block_n) {
+  __device__ __forceinline__ KeyTiles(const RowMask& mask, int m0, int block_m, int lq, int lk,
+                                      int block_n) {
     int first_begin, first_end, last_begin, last_end;
-    window.range(m0, lq, lk, &first_begin, &first_end);
-    window.range(min(m0 + block_m, lq) - 1, lq, lk, &last_begin, &last_end);
+    mask.range(m0, lq, lk, &first_begin, &first_end);
+    mask.range(min(m0 + block_m, lq) - 1, lq, lk, &last_begin, &last_end);
     begin = first_begin / block_n;
     end = last_end > first_begin ? (last_end + block_n - 1) / block_n : begin;
     full_begin = (last_begin + block_n - 1) / block_n;
     full_end = first_end / block_n;
   }
+};
+
+// The key tiles a query tile visits, ascending: KeyTiles' [begin, end)
+// less the tiles a block mask leaves EMPTY. A mask block is 2^sub key tiles
+// wide (sub = block_k_log2 - log2 of the tile width) and the query tile lies
+// in one mask block row (the kernel choice checks both), whose non-empty
+// blocks its kv_list row names; only the first and last listed blocks can
+// be cut by [begin, end). The list and classes are re-read from the kernel
+// parameters where used, rather than held in registers.
+struct TileSeq {
+  int count = 0;
+  // Without a block mask the first tile; with one, (index of the first
+  // listed block used) * 2^sub + (tiles of that block before `begin`).
+  int offset = 0;
+
+  // The first index in [a, n) of the ascending list whose block is >= kb.
+  static __device__ __forceinline__ int first_listed(const int32_t* list, int a, int n, int kb) {
+    for (int len = n - a; len > 0;) {
+      const int half = len >> 1;
+      if (__ldg(list + a + half) < kb) {
+        a += half + 1;
+        len -= half + 1;
+      } else {
+        len = half;
+      }
+    }
+    return a;
+  }
+
+  __device__ __forceinline__ TileSeq() = default;
+  __device__ __forceinline__ TileSeq(const KeyTiles& tiles, const BlockMaskView& bm, int64_t row,
+                                     int tile_log2) {
+    offset = tiles.begin;
+    count = max(tiles.end - tiles.begin, 0);
+    if (bm.cls == nullptr || count == 0) return;
+    const int sub = bm.block_k_log2 - tile_log2;
+    const int32_t* list = bm.kv_list + row * bm.blocks_k;
+    const int n = __ldg(bm.kv_count + row);
+    const int kb_lo = tiles.begin >> sub, kb_hi = (tiles.end - 1) >> sub;
+    // The listed blocks in [kb_lo, kb_hi]: list[lo, hi).
+    const int lo = first_listed(list, 0, n, kb_lo), hi = first_listed(list, lo, n, kb_hi + 1);
+    if (lo == hi) {
+      count = 0;
+      return;
+    }
+    const int first_tile = __ldg(list + lo) << sub;
+    const int last_end = (__ldg(list + hi - 1) + 1) << sub;
+    const int skip = max(tiles.begin - first_tile, 0);
+    offset = (lo << sub) + skip;
+    count = ((hi - lo) << sub) - skip - max(last_end - tiles.end, 0);
+  }
+
+  // The it-th tile, 0 <= it < count.
+  __device__ __forceinline__ int at(int it, const BlockMaskView& bm, int64_t row,
+                                    int tile_log2) const {
+    if (bm.cls == nullptr) return offset + it;
+    const int sub = bm.block_k_log2 - tile_log2;
+    const int t = it + offset;
+    const int kb = __ldg(bm.kv_list + row * bm.blocks_k + (t >> sub));
+    return (kb << sub) + (t & ((1 << sub) - 1));
+  }
+};
+
+// The block-mask row of the query tile starting at m0 (0 without a mask).
+__device__ __forceinline__ int64_t block_row(const BlockMaskView& bm, int b, int h, int m0) {
+  return bm.cls == nullptr ? 0 : bm.row(b, h, m0 >> bm.block_q_log2);
+}
+
+// Key tile nb's class: kFull, or the PARTIAL block's index (tiles the
+// sequence visits are never EMPTY); kFull without a block mask.
+__device__ __forceinline__ int32_t tile_class(const BlockMaskView& bm, int64_t row, int nb,
+                                              int tile_log2) {
+  if (bm.cls == nullptr) return BlockMaskView::kFull;
+  return __ldg(bm.cls + row * bm.blocks_k + (nb >> (bm.block_k_log2 - tile_log2)));
+}
+
+// One query row's bits over a key tile of a PARTIAL block, loaded once per
+// row and tile: looking each key up on its own kept addresses live across
+// the softmax and made the m16n8 kernels spill. Word x holds the tile's
+// columns 32x .. 32x + 31 shifted right by `shift`, so that with the shift
+// set to a thread's own column offset its columns sit at compile-time bits.
+template <int kBlockN>
+struct TileRowBits {
+  static constexpr int kWords = kBlockN >= 32 ? kBlockN / 32 : 1;
+  uint32_t w[kWords];
+
+  __device__ __forceinline__ void load(const BlockMaskView& bm, int32_t c, int i, int nb,
+                                       int tile_log2, int shift) {
+    const int64_t words = int64_t{1} << (bm.block_k_log2 - 5);
+    const int col0 = (nb & ((1 << (bm.block_k_log2 - tile_log2)) - 1)) << tile_log2;
+    const uint32_t* row =
+        bm.bits + ((int64_t(c) << bm.block_q_log2) | (i & ((1 << bm.block_q_log2) - 1))) * words +
+        (col0 >> 5);
+#pragma unroll
+    for (int x = 0; x < kWords; ++x) w[x] = __ldg(row + x) >> ((col0 & 31) + shift);
+  }
+  __device__ __forceinline__ bool get(int word, int bit) const { return (w[word] >> bit) & 1u; }
 };
 
 // The swizzle of the m16n8 kernels (see cuda/common/swizzle.cuh).

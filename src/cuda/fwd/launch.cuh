@@ -10,11 +10,17 @@ namespace fastattn::cuda {
 using FwdKernel = void (*)(FwdParams);
 
 // Launches `plain`, or `capped` (the same kernel with the softcap compiled
-// in) when the problem has a softcap, with T's block shape and shared memory.
+// in) when the problem has a softcap, or with a block mask their block-mask
+// variants (sm80 only: elsewhere the kernel choice refuses block masks),
+// with T's block shape and shared memory.
 template <class T>
 cudaError_t launch_fwd(FwdKernel plain, FwdKernel capped, const FwdParams& p,
-                       cudaStream_t stream) {
-  const FwdKernel kernel = p.softcap > 0.f ? capped : plain;
+                       cudaStream_t stream, FwdKernel block_plain = nullptr,
+                       FwdKernel block_capped = nullptr) {
+  const bool block = p.block.cls != nullptr;
+  const FwdKernel kernel = p.softcap > 0.f ? (block ? block_capped : capped)
+                                           : (block ? block_plain : plain);
+  if (kernel == nullptr) return cudaErrorNotSupported;
   // Above 48 KiB of dynamic shared memory a kernel must opt in. The call is a
   // host-side attribute write: no synchronisation, cheap next to a prefill.
   if (T::kSmemBytes > 48 * 1024) {

@@ -45,7 +45,13 @@ struct FwdTraits {
   static constexpr int kRowChunks = (kHeadDim + 63) / 64 * 8;
   static constexpr int kQBytes = kBlockM * kRowChunks * 16;       // (kBlockM, kHeadDim)
   static constexpr int kKVTileBytes = kBlockN * kRowChunks * 16;  // (kBlockN, kHeadDim)
-  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVTileBytes;
+  // sm80: each row's allowed keys, worked out once per block into shared
+  // memory (documents cost a search): computed in the mainloop's masking
+  // they kept enough registers live to spill. The register-staged paths
+  // size shared memory to Turing's 64 KiB and compute them in place.
+  static constexpr bool kRowTable = kAsyncCopy;
+  static constexpr int kRowTableBytes = kRowTable ? kBlockM * 8 : 0;  // int2 per row
+  static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVTileBytes + kRowTableBytes;
   static_assert(kWarpRows % 16 == 0 && kHeadDim % 16 == 0 && kBlockN % 16 == 0);
   static_assert(!kAsyncCopy || kStages >= 2, "the ring prefetches kStages - 1 tiles ahead");
   static_assert(kAsyncCopy || kStages == 1, "register staging keeps one buffer each");
@@ -105,7 +111,7 @@ constexpr int m16n8_min_blocks() {
   return T::kPath == FwdPath::kSm75 && T::kHeadDim == 64 ? 2 : 1;
 }
 
-template <class T, bool kSoftcap>
+template <class T, bool kSoftcap, bool kBlockMask>
 __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   using Elem = typename T::Elem;
   constexpr int kBlockM = T::kBlockM, kBlockN = T::kBlockN, kStages = T::kStages;
@@ -131,20 +137,36 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   const int lq = blk.lq, lk = blk.lk, m0 = blk.m0;
   const Elem* k_g = blk.k;
   const Elem* v_g = blk.v;
-  const KeyWindow window{p.window_left, p.window_right};
-  const KeyTiles tiles(window, m0, kBlockM, lq, lk, kBlockN);
-  const int n_begin = tiles.begin, n_end = tiles.end;
+  const RowMask mask(p, b);
+  const KeyTiles tiles(mask, m0, kBlockM, lq, lk, kBlockN);
+  constexpr int kBlockNLog2 = log2_of(kBlockN);
+  // Without kBlockMask the view is a compile-time empty one and every
+  // block-mask instruction folds away.
+  const BlockMaskView no_block;
+  const BlockMaskView& bm = kBlockMask ? p.block : no_block;
+  const TileSeq seq(tiles, bm, block_row(bm, b, h, m0), kBlockNLog2);
+  auto tile_at = [&](int it) { return seq.at(it, bm, block_row(bm, b, h, m0), kBlockNLog2); };
+  int2* row_keys = reinterpret_cast<int2*>(smem + T::kQBytes + 2 * kStages * T::kKVTileBytes);
+  const int n_tiles = seq.count;
   const int full_begin = tiles.full_begin, full_end = tiles.full_end;
+  if constexpr (T::kRowTable) {
+    // Read after the mainloop's first barrier.
+    for (int r = tid; r < kBlockM; r += T::kThreads) {
+      int kb, ke;
+      mask.range(min(m0 + r, lq - 1), lq, lk, &kb, &ke);
+      row_keys[r] = make_int2(kb, ke);
+    }
+  }
 
   const int chunks_valid = p.head_dim / 8;
   using Swizzle = RowXorSwizzle<kRC>;
   // sm80: K and V of a tile are separate commit groups, so Q K^T starts once
   // K has landed while V is still in flight. sm75: the tile after the current
   // one waits in `staged` (V during Q K^T, then the next K during P V).
-  auto load_kv = [&](int n_block, int stage) {
+  auto load_kv = [&](int it, int stage) {
     if constexpr (T::kAsyncCopy) {
-      const bool live = n_block < n_end;
-      const int row0 = n_block * kBlockN;
+      const bool live = it < n_tiles;
+      const int row0 = live ? tile_at(it) * kBlockN : 0;
       if (live)
         load_tile<T, kBlockN>(k_smem + stage * T::kKVTileBytes, k_g + row0 * p.k_row_stride,
                               p.k_row_stride, lk - row0, chunks_valid, tid);
@@ -160,15 +182,15 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     load_tile<T, kBlockM>(q_smem, blk.q, p.q_row_stride, lq - m0, chunks_valid, tid);
     cp_async_commit();
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) load_kv(n_begin + s, s);
+    for (int s = 0; s < kStages - 1; ++s) load_kv(s, s);
   } else {
     {
       typename T::StagedQ q_staged;
       q_staged.load(blk.q, p.q_row_stride, lq - m0, chunks_valid, tid);
       q_staged.template store<Swizzle>(smem, tid);
     }
-    if (n_begin < n_end) {
-      const int row0 = n_begin * kBlockN;
+    if (n_tiles > 0) {
+      const int row0 = tile_at(0) * kBlockN;
       staged.load(k_g + row0 * p.k_row_stride, p.k_row_stride, lk - row0, chunks_valid, tid);
       staged.template store<Swizzle>(smem + T::kQBytes, tid);
     }
@@ -209,15 +231,15 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     row_sum[mi][0] = row_sum[mi][1] = 0.f;
   }
 
-  for (int nb = n_begin; nb < n_end; ++nb) {
-    const int it = nb - n_begin;
+  for (int it = 0; it < n_tiles; ++it) {
+    const int nb = tile_at(it);
     const int stage = it % kStages;
     const int row0 = nb * kBlockN;
     if constexpr (T::kAsyncCopy) {
       cp_async_wait<2 * kStages - 3>();  // K of this tile (and Q) landed
       // Also: every warp is done with the stage the prefetch below overwrites.
       __syncthreads();
-      load_kv(nb + kStages - 1, (it + kStages - 1) % kStages);
+      load_kv(it + kStages - 1, (it + kStages - 1) % kStages);
     } else {
       staged.load(v_g + row0 * p.v_row_stride, p.v_row_stride, lk - row0, chunks_valid, tid);
     }
@@ -255,9 +277,10 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
       // next tile is then fetched while the softmax and P V run.
       staged.template store<Swizzle>(smem + T::kQBytes + T::kKVTileBytes, tid);
       __syncthreads();
-      if (nb + 1 < n_end)
-        staged.load(k_g + (row0 + kBlockN) * p.k_row_stride, p.k_row_stride,
-                    lk - row0 - kBlockN, chunks_valid, tid);
+      if (it + 1 < n_tiles) {
+        const int next0 = tile_at(it + 1) * kBlockN;
+        staged.load(k_g + next0 * p.k_row_stride, p.k_row_stride, lk - next0, chunks_valid, tid);
+      }
     }
 
     if constexpr (kSoftcap) {
@@ -269,13 +292,21 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
           for (int e = 0; e < 4; ++e) s[mi][nt][e] = softcap(s[mi][nt][e], p.softcap, softcap_k);
     }
 
-    if (nb < full_begin || nb >= full_end) {
+    const int32_t cls = tile_class(bm, block_row(bm, b, h, m0), nb, kBlockNLog2);
+    if (nb < full_begin || nb >= full_end || cls != BlockMaskView::kFull) {
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
+          const int i = m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r;
           int kb_begin, kb_end;
-          window.range(m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r, lq, lk, &kb_begin, &kb_end);
+          if constexpr (T::kRowTable) {
+            const int2 keys = row_keys[i - m0];
+            kb_begin = keys.x;
+            kb_end = keys.y;
+          } else {
+            mask.range(i, lq, lk, &kb_begin, &kb_end);
+          }
 #pragma unroll
           for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -283,6 +314,15 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
               const int j = nb * kBlockN + nt * 8 + 2 * t + c;
               if (j < kb_begin || j >= kb_end) s[mi][nt][2 * r + c] = -INFINITY;
             }
+          if (cls != BlockMaskView::kFull) {
+            TileRowBits<kBlockN> bits;
+            bits.load(bm, cls, i, nb, kBlockNLog2, 2 * t);
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+              for (int c = 0; c < 2; ++c)
+                if (!bits.get(nt >> 2, 8 * (nt & 3) + c)) s[mi][nt][2 * r + c] = -INFINITY;
+          }
         }
     }
 
@@ -427,7 +467,7 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
       }
     if constexpr (!T::kAsyncCopy) {
       // Every warp is done with K (last barrier) and, after this one, with V.
-      if (nb + 1 < n_end) staged.template store<Swizzle>(smem + T::kQBytes, tid);
+      if (it + 1 < n_tiles) staged.template store<Swizzle>(smem + T::kQBytes, tid);
       __syncthreads();
     }
   }
@@ -490,12 +530,13 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   }
 }
 
-// kSoftcap is a template flag so that the plain kernel carries none of the
-// softcap's instructions or registers. The body is instantiated only for architectures that have its instructions
+// kSoftcap and kBlockMask are template flags so that the plain kernel
+// carries none of their instructions or registers (the block mask's made
+// the sm80 d = 128 kernel spill); block masks run on the sm80 path only. The body is instantiated only for architectures that have its instructions
 // (sm75 path: sm75 and newer; sm80 path: sm80 and newer). A build that also
 // targets older GPUs gets a kernel that traps there, which the host never
 // launches; should it be launched anyway, it fails loudly.
-template <class T, bool kSoftcap>
+template <class T, bool kSoftcap, bool kBlockMask = false>
 __global__ void __launch_bounds__(T::kThreads, m16n8_min_blocks<T>())
     flash_fwd_m16n8_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 750
@@ -504,10 +545,10 @@ __global__ void __launch_bounds__(T::kThreads, m16n8_min_blocks<T>())
   if constexpr (T::kAsyncCopy) {
     __trap();
   } else {
-    flash_fwd_m16n8_body<T, kSoftcap>(p);
+    flash_fwd_m16n8_body<T, kSoftcap, kBlockMask>(p);
   }
 #else
-  flash_fwd_m16n8_body<T, kSoftcap>(p);
+  flash_fwd_m16n8_body<T, kSoftcap, kBlockMask>(p);
 #endif
 }
 

@@ -132,8 +132,11 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
   FwdBlock<Elem> blk;
   if (!blk.locate(p, m_block, kBlockM, h, b)) return;
   const int lq = blk.lq, lk = blk.lk, m0 = blk.m0;
-  const KeyWindow window{p.window_left, p.window_right};
-  const KeyTiles tiles(window, m0, kBlockM, lq, lk, kBlockN);
+  const RowMask mask(p, b);
+  const KeyTiles tiles(mask, m0, kBlockM, lq, lk, kBlockN);
+  const BlockMaskView no_block;  // block masks run on the sm80 and sm90 paths only
+  const TileSeq seq(tiles, no_block, 0, 0);
+  auto tile_at = [&](int it) { return seq.at(it, no_block, 0, 0); };
   const int chunks_valid = p.head_dim / 8;
   using QSwizzle = VoltaQSwizzle<kRC>;
   using KVSwizzle = RowXorSwizzle<kRC>;
@@ -144,8 +147,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
     q_staged.load(blk.q, p.q_row_stride, lq - m0, chunks_valid, tid);
     q_staged.template store<QSwizzle>(smem, tid);
   }
-  if (tiles.begin < tiles.end) {
-    const int row0 = tiles.begin * kBlockN;
+  if (seq.count > 0) {
+    const int row0 = tile_at(0) * kBlockN;
     staged.load(blk.k + row0 * p.k_row_stride, p.k_row_stride, lk - row0, chunks_valid, tid);
     staged.template store<KVSwizzle>(smem + T::kQBytes, tid);
   }
@@ -182,7 +185,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
   row_max[0] = row_max[1] = -INFINITY;
   row_sum[0] = row_sum[1] = 0.f;
 
-  for (int nb = tiles.begin; nb < tiles.end; ++nb) {
+  for (int it = 0; it < seq.count; ++it) {
+    const int nb = tile_at(it);
     const int row0 = nb * kBlockN;
     staged.load(blk.v + row0 * p.v_row_stride, p.v_row_stride, lk - row0, chunks_valid, tid);
 
@@ -208,9 +212,10 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
     // next tile is then fetched while the softmax and P V run.
     staged.template store<KVSwizzle>(smem + T::kQBytes + T::kKVTileBytes, tid);
     __syncthreads();
-    if (nb + 1 < tiles.end)
-      staged.load(blk.k + (row0 + kBlockN) * p.k_row_stride, p.k_row_stride, lk - row0 - kBlockN,
-                  chunks_valid, tid);
+    if (it + 1 < seq.count) {
+      const int next0 = tile_at(it + 1) * kBlockN;
+      staged.load(blk.k + next0 * p.k_row_stride, p.k_row_stride, lk - next0, chunks_valid, tid);
+    }
 
     if constexpr (kSoftcap) {
 #pragma unroll
@@ -221,9 +226,9 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
     if (nb < tiles.full_begin || nb >= tiles.full_end) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
+        const int i = m0 + warp * 16 + rb * 8 + hi * 4 + (lane & 1) + 2 * r;
         int kb_begin, kb_end;
-        window.range(m0 + warp * 16 + rb * 8 + hi * 4 + (lane & 1) + 2 * r, lq, lk, &kb_begin,
-                     &kb_end);
+        mask.range(i, lq, lk, &kb_begin, &kb_end);
 #pragma unroll
         for (int g = 0; g < kGroups; ++g)
 #pragma unroll
@@ -311,7 +316,7 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
       }
 
     // Every warp is done with K (last barrier) and, after this one, with V.
-    if (nb + 1 < tiles.end) staged.template store<KVSwizzle>(smem + T::kQBytes, tid);
+    if (it + 1 < seq.count) staged.template store<KVSwizzle>(smem + T::kQBytes, tid);
     __syncthreads();
   }
 

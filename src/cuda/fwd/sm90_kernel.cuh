@@ -158,30 +158,51 @@ struct TileOrder {
   }
 };
 
+// The block mask as the kernel sees it: none where the key tile is not a
+// power of two wide (d = 256's 80 keys; the kernel choice sends block masks
+// elsewhere), so that its code folds away there.
+__device__ __forceinline__ BlockMaskView block_mask_of(const FwdParams& p, int block_n) {
+  return log2_of(block_n) >= 0 ? p.block : BlockMaskView{};
+}
+
 // What one query tile covers: lengths, first rows in the tensor maps, key
 // tiles.
 struct Sm90Block {
   int lq, lk, m0;
   int q_row, k_row;  // row coordinates of (query m0, key 0) in the maps
   int map_b;         // sequence coordinate in the maps (0 for varlen)
+  RowMask mask;
   KeyTiles tiles;
+  TileSeq seq;       // the key tiles visited, ascending (walked backwards)
+  int h, b;
 
   __device__ __forceinline__ Sm90Block(const FwdParams& p, int m_block, int block_m, int block_n,
-                                       int b)
-      : lq(seq_len(p.cu_seqlens_q, b, p.seqlen_q)),
-        lk(seq_len(p.cu_seqlens_k, b, p.seqlen_k)),
+                                       int h_, int b_)
+      : lq(seq_len(p.cu_seqlens_q, b_, p.seqlen_q)),
+        lk(seq_len(p.cu_seqlens_k, b_, p.seqlen_k)),
         m0(m_block * block_m),
-        q_row((p.cu_seqlens_q ? p.cu_seqlens_q[b] : 0) + m0),
-        k_row(p.cu_seqlens_k ? p.cu_seqlens_k[b] : 0),
-        map_b(p.cu_seqlens_q ? 0 : b),
-        tiles(KeyWindow{p.window_left, p.window_right}, m0, block_m, lq, lk, block_n) {}
+        q_row((p.cu_seqlens_q ? p.cu_seqlens_q[b_] : 0) + m0),
+        k_row(p.cu_seqlens_k ? p.cu_seqlens_k[b_] : 0),
+        map_b(p.cu_seqlens_q ? 0 : b_),
+        mask(p, b_),
+        tiles(mask, m0, block_m, lq, lk, block_n),
+        seq(tiles, block_mask_of(p, block_n), block_row(block_mask_of(p, block_n), b_, h_, m0),
+            log2_of(block_n)),
+        h(h_),
+        b(b_) {}
 
   static __device__ __forceinline__ int seq_len(const int32_t* cu, int b, int fixed) {
     return cu ? cu[b + 1] - cu[b] : fixed;
   }
   // Varlen: a query tile past its sequence's end, skipped by every role.
   __device__ __forceinline__ bool empty() const { return m0 >= lq; }
-  __device__ __forceinline__ int key_tiles() const { return max(tiles.end - tiles.begin, 0); }
+  __device__ __forceinline__ int key_tiles() const { return seq.count; }
+  // The it-th key tile in visiting order: from the diagonal back, so that the
+  // tiles needing the mask come first.
+  __device__ __forceinline__ int tile(int it, const FwdParams& p, int block_n) const {
+    const BlockMaskView bm = block_mask_of(p, block_n);
+    return seq.at(seq.count - 1 - it, bm, block_row(bm, b, h, m0), log2_of(block_n));
+  }
 };
 
 // The producer: one thread issues every copy. `kv` counts the K/V tiles
@@ -192,7 +213,7 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
   const TileOrder order(p, T::kBlockM, args.section_heads);
   int kv = 0, done = 0;
   order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
-    const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, b);
+    const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, h, b);
     if (blk.empty()) return;
     const int hk = h / p.group_size;
     // Q of the previous tile is free once both consumers' last Q K^T ended.
@@ -204,7 +225,7 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
                         blk.map_b);
     const int n_tiles = blk.key_tiles();
     for (int it = 0; it < n_tiles; ++it, ++kv) {
-      const int nb = blk.tiles.end - 1 - it;
+      const int nb = blk.tile(it, p, T::kBlockN);
       const int stage = kv % T::kStages;
       const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
       const int row = blk.k_row + nb * T::kBlockN;
@@ -246,6 +267,11 @@ struct Consumer {
 
   float o[kO];
   float row_max[2], row_sum[2];
+  // The key intervals of the thread's two rows, worked out once per query
+  // tile (documents cost a search) where registers allow: d = 256's output
+  // accumulator leaves no room, it spilled 1.4 KB holding them.
+  static constexpr bool kRowKeysHeld = T::kHeadDim <= 128;
+  int key_begin[kRowKeysHeld ? 2 : 1], key_end[kRowKeysHeld ? 2 : 1];
 
   __device__ __forceinline__ Consumer(const FwdParams& p_, const Smem<T>& sm_, int wg_, int wtid)
       : p(p_), sm(sm_), wg(wg_), row0(wg_ * 64 + (wtid >> 5) * 16 + ((wtid & 31) >> 2)),
@@ -310,12 +336,18 @@ struct Consumer {
 #pragma unroll
       for (int i = 0; i < kS; ++i) s[i] = softcap(s[i], p.softcap, k);
     }
-    if (nb < blk.tiles.full_begin || nb >= blk.tiles.full_end) {
-      const KeyWindow window{p.window_left, p.window_right};
+    const BlockMaskView bm = block_mask_of(p, T::kBlockN);
+    const int32_t cls = tile_class(bm, block_row(bm, blk.b, blk.h, blk.m0), nb, log2_of(T::kBlockN));
+    if (nb < blk.tiles.full_begin || nb >= blk.tiles.full_end || cls != BlockMaskView::kFull) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         int kb, ke;
-        window.range(blk.m0 + row0 + 8 * r, blk.lq, blk.lk, &kb, &ke);
+        if constexpr (kRowKeysHeld) {
+          kb = key_begin[r];
+          ke = key_end[r];
+        } else {
+          blk.mask.range(min(blk.m0 + row0 + 8 * r, blk.lq - 1), blk.lq, blk.lk, &kb, &ke);
+        }
         kb -= nb * T::kBlockN + 2 * t;
         ke -= nb * T::kBlockN + 2 * t;
 #pragma unroll
@@ -325,6 +357,7 @@ struct Consumer {
           if (j < kb || j >= ke) s[i] = -INFINITY;
         }
       }
+      if (cls != BlockMaskView::kFull) apply_bits(s, blk, nb, cls);
     }
     const float scale_log2 = p.scale_log2;
 #pragma unroll
@@ -348,6 +381,37 @@ struct Consumer {
           sum += s[i];
         }
       row_sum[r] = fmaf(row_sum[r], corr[r], sum);
+    }
+  }
+
+  // Per query tile: the key intervals of this thread's rows (documents cost
+  // a search, so once per tile, not per key tile) and the block mask's row.
+  __device__ __forceinline__ void start_tile(const Sm90Block& blk) {
+    if constexpr (kRowKeysHeld) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+        blk.mask.range(min(blk.m0 + row0 + 8 * r, blk.lq - 1), blk.lq, blk.lk, &key_begin[r],
+                       &key_end[r]);
+    }
+  }
+
+  // A PARTIAL block's bits: the thread's columns of row r are
+  // 8 (i / 4) + 2t + (i % 2), all in word i / 16 of the tile's 128 columns.
+  __device__ __forceinline__ void apply_bits(float (&s)[kS], const Sm90Block& blk, int nb,
+                                             int32_t cls) const {
+    if constexpr (log2_of(T::kBlockN) >= 5) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        TileRowBits<T::kBlockN> bits;
+        bits.load(p.block, cls, blk.m0 + row0 + 8 * r, nb, log2_of(T::kBlockN), 2 * t);
+#pragma unroll
+        for (int i = 0; i < kS; ++i) {
+          if (((i >> 1) & 1) != r) continue;
+          if (!bits.get(i >> 4, 8 * ((i >> 2) & 3) + (i & 1))) s[i] = -INFINITY;
+        }
+      }
+    } else {
+      __trap();  // the kernel choice keeps block masks off such tile widths
     }
   }
 
@@ -390,7 +454,7 @@ struct Consumer {
       sm90::fence_registers(s);
       release(sm.k_empty(stage_of(0)));
       if (n_tiles == 1) release_q_after_mma();
-      softmax(s, blk, blk.tiles.end - 1, corr);
+      softmax(s, blk, blk.tile(0, p, T::kBlockN), corr);
       pack_p(s, pa);
       for (int it = 1; it < n_tiles; ++it) {
         const int stage = stage_of(it), prev = stage_of(it - 1);
@@ -408,7 +472,7 @@ struct Consumer {
         sm90::fence_registers(s);
         release(sm.k_empty(stage));
         if (it == n_tiles - 1) release_q_after_mma();
-        softmax(s, blk, blk.tiles.end - 1 - it, corr);
+        softmax(s, blk, blk.tile(it, p, T::kBlockN), corr);
         sm90::wgmma_wait<0>();
         sm90::fence_registers(o);
         release(sm.v_empty(prev));
@@ -438,7 +502,7 @@ struct Consumer {
         sm90::fence_registers(s);
         release(sm.k_empty(stage));
         if (it == n_tiles - 1) release_q_after_mma();
-        softmax(s, blk, blk.tiles.end - 1 - it, corr);
+        softmax(s, blk, blk.tile(it, p, T::kBlockN), corr);
         rescale_o(corr);
         pack_p(s, pa);
         sm90::mbarrier_wait(sm.v_full(stage), parity_of(it));
@@ -581,9 +645,10 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
     const TileOrder order(p, T::kBlockM, args.section_heads);
     int done = 0;
     order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
-      const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, b);
+      const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, h, b);
       if (blk.empty()) return;
       c.reset();
+      c.start_tile(blk);
       sm90::mbarrier_wait(sm.q_full(), done & 1);
       c.mainloop(blk);
       c.epilogue(args, blk, h, b);

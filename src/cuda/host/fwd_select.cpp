@@ -33,6 +33,18 @@ bool sm90_reads_ok(const AttentionParams& p) {
                         p.out_head_stride, p.out_batch_stride});
 }
 
+// Whether a block mask's blocks are whole tiles of the path's kernel: each
+// query tile inside one block row, key tiles (a power of two wide) tiling
+// each block column, so that a tile has one class.
+bool block_mask_fits(FwdPath path, const AttentionParams& p) {
+  if (p.mask.block == nullptr) return true;
+  const FwdTileConfig c = fwd_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
+  const int64_t bq = int64_t{1} << p.mask.block->block_q_log2;
+  const int64_t bk = int64_t{1} << p.mask.block->block_k_log2;
+  const bool pow2_n = c.block_n > 0 && (c.block_n & (c.block_n - 1)) == 0;
+  return c.block_m > 0 && bq % c.block_m == 0 && pow2_n && bk % c.block_n == 0;
+}
+
 Status check_sm90(int capability, bool sm90a_code, const AttentionParams& p) {
   std::ostringstream m;
   if (capability != 90) {
@@ -78,7 +90,8 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
       << " has no CUDA attention path; allowed: 7.0 (Volta) and newer";
     return Status::unsupported(m.str());
   }
-  const bool sm90_auto = capability == 90 && sm90a_code && sm90_reads_ok(p);
+  const bool sm90_auto =
+      capability == 90 && sm90a_code && sm90_reads_ok(p) && block_mask_fits(FwdPath::kSm90, p);
   const FwdPath path = requested_path != FA_CUDA_PATH_AUTO ? static_cast<FwdPath>(requested_path)
                        : sm90_auto                        ? FwdPath::kSm90
                        : capability >= 80                 ? FwdPath::kSm80
@@ -104,6 +117,26 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
   }
   if (p.kv.page_table != nullptr || p.seqlens_k != nullptr) {
     return Status::unsupported("k/v: the CUDA forward path takes contiguous K/V, not a paged cache");
+  }
+  if (p.mask.block != nullptr && path != FwdPath::kSm80 && path != FwdPath::kSm90) {
+    std::ostringstream m;
+    m << "mask.block_mask: block masks run on the sm80 and sm90 paths (compute capability 8.0 "
+         "and newer), not on the sm"
+      << path_arch << " path; allowed: FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM80, FA_CUDA_PATH_SM90, "
+         "or FA_BACKEND_CPU with a mask built from a host tensor";
+    return Status::unsupported(m.str());
+  }
+  if (!block_mask_fits(path, p)) {
+    const FwdTileConfig c = fwd_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
+    std::ostringstream m;
+    m << "mask.block_mask: blocks of " << (1 << p.mask.block->block_q_log2) << " x "
+      << (1 << p.mask.block->block_k_log2) << " do not align with the sm" << path_arch
+      << " path's tiles at head dim " << p.head_dim << " (" << c.block_m << " query rows x "
+      << c.block_n << " keys); allowed: block_q a multiple of " << c.block_m
+      << " and block_k a multiple of " << c.block_n
+      << " (a power of two), e.g. the default 128 x 128"
+      << (path == FwdPath::kSm90 ? ", or FA_CUDA_PATH_SM80" : "");
+    return Status::unsupported(m.str());
   }
   const int head_dim = fwd_padded_head_dim(path, static_cast<int>(p.head_dim));
   if (p.head_dim % 8 != 0 || head_dim == 0) {
