@@ -17,25 +17,41 @@ __device__ __forceinline__ int floor_div(int a, int b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
 }
 
-// Lower and upper bound of s in the non-decreasing ids[0, n), searched in
-// lockstep so that the two chains of dependent loads overlap.
-__device__ __forceinline__ void segment_bounds(const int32_t* ids, int n, int32_t s, int* lo,
-                                               int* hi) {
-  int a = 0, a_len = n, c = 0, c_len = n;
-  while (a_len > 0 || c_len > 0) {
-    const int ah = a_len >> 1, ch = c_len >> 1;
-    const bool a_live = a_len > 0, c_live = c_len > 0;
-    const int32_t va = a_live ? __ldg(ids + a + ah) : 0;
-    const int32_t vc = c_live ? __ldg(ids + c + ch) : 0;
-    if (a_live) {
-      if (va < s) { a += ah + 1; a_len -= ah + 1; } else { a_len = ah; }
-    }
-    if (c_live) {
-      if (vc <= s) { c += ch + 1; c_len -= ch + 1; } else { c_len = ch; }
+// A document's keys: [lo, hi) of segment id `id` in the sequence's keys.
+struct SegmentSpan {
+  int32_t id;
+  int lo, hi;
+};
+
+// Lower and upper bounds of s0 and s1 in the non-decreasing ids[0, n), all
+// four searched in lockstep so that their chains of dependent loads overlap
+// (each is a round trip to L2: a query tile's first and last rows searched
+// one after the other cost about twice the tile's own work at 1K-token
+// documents).
+__device__ __forceinline__ void segment_bounds2(const int32_t* ids, int n, int32_t s0,
+                                                int32_t s1, SegmentSpan* a, SegmentSpan* c) {
+  int lo[4] = {0, 0, 0, 0}, len[4] = {n, n, n, n};
+  const int32_t key[4] = {s0, s0, s1, s1};
+  for (int step = n; step > 0; step >>= 1) {
+    int32_t v[4];
+#pragma unroll
+    for (int x = 0; x < 4; ++x) v[x] = len[x] > 0 ? __ldg(ids + lo[x] + (len[x] >> 1)) : 0;
+#pragma unroll
+    for (int x = 0; x < 4; ++x) {
+      if (len[x] == 0) continue;
+      const int half = len[x] >> 1;
+      // Lower bounds (x even) step past ids < key; upper bounds past ids <= key.
+      const bool right = (x & 1) ? v[x] <= key[x] : v[x] < key[x];
+      if (right) {
+        lo[x] += half + 1;
+        len[x] -= half + 1;
+      } else {
+        len[x] = half;
+      }
     }
   }
-  *lo = a;
-  *hi = c;
+  *a = {s0, lo[0], lo[1]};
+  *c = {s1, lo[2], lo[3]};
 }
 
 // Holds only a reference to the kernel parameters (constant memory) and
@@ -47,8 +63,26 @@ struct RowMask {
 
   __device__ __forceinline__ RowMask(const FwdParams& p_, int b_) : p(p_), b(b_) {}
 
-  // [*begin, *end) of row i; *begin == *end when the row sees no key.
-  __device__ __forceinline__ void range(int i, int lq, int lk, int* begin, int* end) const {
+  __device__ __forceinline__ bool has_documents() const { return p.q_segments != nullptr; }
+  // This sequence's segment ids, located like the rows of q and k.
+  __device__ __forceinline__ const int32_t* q_ids() const {
+    return p.q_segments + (p.cu_seqlens_q ? p.cu_seqlens_q[b] : int64_t{b} * p.seqlen_q);
+  }
+  __device__ __forceinline__ const int32_t* k_ids() const {
+    return p.k_segments + (p.cu_seqlens_k ? p.cu_seqlens_k[b] : int64_t{b} * p.seqlen_k);
+  }
+  __device__ __forceinline__ int32_t q_id(int i, int lq) const {
+    return __ldg(q_ids() + min(i, lq - 1));
+  }
+  // The documents of rows i0 and i1 (one search when they share one).
+  __device__ __forceinline__ void spans(int i0, int i1, int lq, int lk, SegmentSpan* a,
+                                        SegmentSpan* c) const {
+    segment_bounds2(k_ids(), lk, q_id(i0, lq), q_id(i1, lq), a, c);
+  }
+
+  // [*begin, *end) of row i without its document: window, prefix, chunk.
+  __device__ __forceinline__ void window_range(int i, int lq, int lk, int* begin,
+                                               int* end) const {
     const int diag = i + lk - lq;
     int b0 = p.window_left < 0 ? 0 : diag - p.window_left;
     int e = p.window_right < 0 ? lk : diag + p.window_right + 1;
@@ -58,21 +92,38 @@ struct RowMask {
       b0 = max(b0, c0);
       e = min(e, c0 + p.chunk);
     }
-    if (p.q_segments != nullptr) {
-      // This sequence's ids, located like the rows of q and k.
-      const int32_t* q_ids =
-          p.q_segments + (p.cu_seqlens_q ? p.cu_seqlens_q[b] : int64_t{b} * p.seqlen_q);
-      const int32_t* k_ids =
-          p.k_segments + (p.cu_seqlens_k ? p.cu_seqlens_k[b] : int64_t{b} * p.seqlen_k);
-      int lo, hi;
-      segment_bounds(k_ids, lk, __ldg(q_ids + min(i, lq - 1)), &lo, &hi);
-      b0 = max(b0, lo);
-      e = min(e, hi);
-    }
-    b0 = min(max(b0, 0), lk);
-    e = max(min(e, lk), b0);
     *begin = b0;
     *end = e;
+  }
+  // [*begin, *end) of row i, its document given; clamped to [0, Lk).
+  __device__ __forceinline__ void range_in(int i, int lq, int lk, const SegmentSpan& doc,
+                                           int* begin, int* end) const {
+    int b0, e;
+    window_range(i, lq, lk, &b0, &e);
+    if (has_documents()) {
+      b0 = max(b0, doc.lo);
+      e = min(e, doc.hi);
+    }
+    b0 = min(max(b0, 0), lk);
+    *begin = b0;
+    *end = max(min(e, lk), b0);
+  }
+  // [*begin, *end) of row i; *begin == *end when the row sees no key.
+  __device__ __forceinline__ void range(int i, int lq, int lk, int* begin, int* end) const {
+    SegmentSpan doc{0, 0, 0};
+    if (has_documents()) spans(i, i, lq, lk, &doc, &doc);
+    range_in(i, lq, lk, doc, begin, end);
+  }
+  // Row i's range where a query tile's first and last rows' documents are
+  // known: rows of either one need no search.
+  __device__ __forceinline__ void range_near(int i, int lq, int lk, const SegmentSpan& first,
+                                             const SegmentSpan& last, int* begin,
+                                             int* end) const {
+    if (!has_documents()) return range_in(i, lq, lk, first, begin, end);
+    const int32_t id = q_id(i, lq);
+    if (id == first.id) return range_in(i, lq, lk, first, begin, end);
+    if (id == last.id) return range_in(i, lq, lk, last, begin, end);
+    range(i, lq, lk, begin, end);
   }
 };
 

@@ -105,12 +105,16 @@ constexpr int log2_of(int x) {
 // first and last rows bound the union.
 struct KeyTiles {
   int begin, end, full_begin, full_end;
+  SegmentSpan first_doc, last_doc;  // documents of the first and last rows
 
   __device__ __forceinline__ KeyTiles(const RowMask& mask, int m0, int block_m, int lq, int lk,
                                       int block_n) {
+    const int last = min(m0 + block_m, lq) - 1;
+    first_doc = last_doc = {0, 0, 0};
+    if (mask.has_documents()) mask.spans(m0, last, lq, lk, &first_doc, &last_doc);
     int first_begin, first_end, last_begin, last_end;
-    mask.range(m0, lq, lk, &first_begin, &first_end);
-    mask.range(min(m0 + block_m, lq) - 1, lq, lk, &last_begin, &last_end);
+    mask.range_in(m0, lq, lk, first_doc, &first_begin, &first_end);
+    mask.range_in(last, lq, lk, last_doc, &last_begin, &last_end);
     begin = first_begin / block_n;
     end = last_end > first_begin ? (last_end + block_n - 1) / block_n : begin;
     full_begin = (last_begin + block_n - 1) / block_n;

@@ -390,8 +390,9 @@ struct Consumer {
     if constexpr (kRowKeysHeld) {
 #pragma unroll
       for (int r = 0; r < 2; ++r)
-        blk.mask.range(min(blk.m0 + row0 + 8 * r, blk.lq - 1), blk.lq, blk.lk, &key_begin[r],
-                       &key_end[r]);
+        blk.mask.range_near(min(blk.m0 + row0 + 8 * r, blk.lq - 1), blk.lq, blk.lk,
+                            blk.tiles.first_doc, blk.tiles.last_doc, &key_begin[r],
+                            &key_end[r]);
     }
   }
 
