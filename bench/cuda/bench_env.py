@@ -4,6 +4,7 @@ Shared by the prefill and decode benchmarks: device, driver, CUDA, cuDNN,
 torch and the commit, as one dict for their JSON lines and headers.
 """
 import os
+import statistics
 import subprocess
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -43,3 +44,23 @@ def run_environment(torch, commit):
     """Device, driver, CUDA, cuDNN, torch and commit of this run."""
     return {"device": torch.cuda.get_device_name(), "driver": driver_version(), "cuda": torch.version.cuda,
             "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(commit)}
+
+
+def median_ms(torch, fn, warmup, repeats):
+    """Median of event-timed calls on the current stream.
+
+    All repeats are queued before one synchronize, so the GPU stays ahead of
+    the host and the host-side cost of a call (ctypes, Python) hides behind
+    the previous kernel instead of landing between an event pair.
+    """
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    for s, e in zip(starts, ends):
+        s.record()
+        fn()
+        e.record()
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))

@@ -62,7 +62,7 @@ import random
 import statistics
 import sys
 
-from bench_env import REPO_ROOT, run_environment  # beside this script
+from bench_env import REPO_ROOT, median_ms, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_BOOL, FA_DTYPE_FLOAT16, FA_MASK_CAUSAL, FA_MASK_NONE,
     FA_MASK_PREFIX_LM, FA_MASK_SLIDING_WINDOW, FA_STATUS_OK, FaAttentionArgs, FaBlockMaskArgs,
@@ -271,21 +271,6 @@ def selftest(L=300, block=64):
 # ---------------------------------------------------------------------------
 # Benchmark (needs torch and a GPU)
 # ---------------------------------------------------------------------------
-
-
-def median_ms(torch, fn, warmup, repeats):
-    """Median of event-timed calls, all queued before one synchronize (as prefill_bench.py)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 def first_line(exc):

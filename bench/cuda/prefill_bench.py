@@ -30,10 +30,9 @@ import ctypes
 import json
 import math
 import os
-import statistics
 import sys
 
-from bench_env import REPO_ROOT, run_environment  # beside this script
+from bench_env import REPO_ROOT, median_ms, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_CAUSAL, FA_MASK_NONE,
     FA_STATUS_OK, FaAttentionArgs, FaRunOptions, FastattnError, fa_tensor_of, load_library,
@@ -61,26 +60,6 @@ def grid(quick, dtypes=("fp16", "bf16")):
     return [(dtype, D, L, causal)
             for dtype in dtypes for D in (64, 128) for causal in (False, True)
             for L in (512, 1024, 2048, 4096, 8192, 16384)]
-
-
-def median_ms(torch, fn, warmup, repeats):
-    """Median of event-timed calls on the current stream.
-
-    All repeats are queued before one synchronize, so the GPU stays ahead of
-    the host and the host-side cost of a call (ctypes, Python) hides behind
-    the previous kernel instead of landing between an event pair.
-    """
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 class Ours:
