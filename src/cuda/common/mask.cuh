@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cuda/common/segment_search.cuh"
 #include "cuda/flash_params.h"
 
 namespace fastattn::cuda {
@@ -15,43 +16,6 @@ namespace fastattn::cuda {
 // floor(a / b) for b > 0 and any sign of a.
 __device__ __forceinline__ int floor_div(int a, int b) {
   return a >= 0 ? a / b : -((-a + b - 1) / b);
-}
-
-// A document's keys: [lo, hi) of segment id `id` in the sequence's keys.
-struct SegmentSpan {
-  int32_t id;
-  int lo, hi;
-};
-
-// Lower and upper bounds of s0 and s1 in the non-decreasing ids[0, n), all
-// four searched in lockstep so that their chains of dependent loads overlap
-// (each is a round trip to L2: a query tile's first and last rows searched
-// one after the other cost about twice the tile's own work at 1K-token
-// documents).
-__device__ __forceinline__ void segment_bounds2(const int32_t* ids, int n, int32_t s0,
-                                                int32_t s1, SegmentSpan* a, SegmentSpan* c) {
-  int lo[4] = {0, 0, 0, 0}, len[4] = {n, n, n, n};
-  const int32_t key[4] = {s0, s0, s1, s1};
-  for (int step = n; step > 0; step >>= 1) {
-    int32_t v[4];
-#pragma unroll
-    for (int x = 0; x < 4; ++x) v[x] = len[x] > 0 ? __ldg(ids + lo[x] + (len[x] >> 1)) : 0;
-#pragma unroll
-    for (int x = 0; x < 4; ++x) {
-      if (len[x] == 0) continue;
-      const int half = len[x] >> 1;
-      // Lower bounds (x even) step past ids < key; upper bounds past ids <= key.
-      const bool right = (x & 1) ? v[x] <= key[x] : v[x] < key[x];
-      if (right) {
-        lo[x] += half + 1;
-        len[x] -= half + 1;
-      } else {
-        len[x] = half;
-      }
-    }
-  }
-  *a = {s0, lo[0], lo[1]};
-  *c = {s1, lo[2], lo[3]};
 }
 
 // Holds only a reference to the kernel parameters (constant memory) and
@@ -78,6 +42,11 @@ struct RowMask {
   __device__ __forceinline__ void spans(int i0, int i1, int lq, int lk, SegmentSpan* a,
                                         SegmentSpan* c) const {
     segment_bounds2(k_ids(), lk, q_id(i0, lq), q_id(i1, lq), a, c);
+  }
+  // The same, searched by the whole calling warp.
+  __device__ __forceinline__ void warp_spans(int i0, int i1, int lq, int lk, SegmentSpan* a,
+                                             SegmentSpan* c) const {
+    warp_segment_bounds2(k_ids(), lk, q_id(i0, lq), q_id(i1, lq), a, c);
   }
 
   // [*begin, *end) of row i without its document: window, prefix, chunk.
@@ -115,12 +84,12 @@ struct RowMask {
     range_in(i, lq, lk, doc, begin, end);
   }
   // Row i's range where a query tile's first and last rows' documents are
-  // known: rows of either one need no search.
-  __device__ __forceinline__ void range_near(int i, int lq, int lk, const SegmentSpan& first,
-                                             const SegmentSpan& last, int* begin,
-                                             int* end) const {
+  // known: rows of either one need no search. `id` is the row's segment id
+  // (q_id, loaded ahead; unused without documents).
+  __device__ __forceinline__ void range_near(int i, int32_t id, int lq, int lk,
+                                             const SegmentSpan& first, const SegmentSpan& last,
+                                             int* begin, int* end) const {
     if (!has_documents()) return range_in(i, lq, lk, first, begin, end);
-    const int32_t id = q_id(i, lq);
     if (id == first.id) return range_in(i, lq, lk, first, begin, end);
     if (id == last.id) return range_in(i, lq, lk, last, begin, end);
     range(i, lq, lk, begin, end);

@@ -107,11 +107,27 @@ struct KeyTiles {
   int begin, end, full_begin, full_end;
   SegmentSpan first_doc, last_doc;  // documents of the first and last rows
 
+  // warp_search: the whole calling warp, converged, searches the documents
+  // (see warp_segment_bounds2) instead of each thread on its own.
   __device__ __forceinline__ KeyTiles(const RowMask& mask, int m0, int block_m, int lq, int lk,
-                                      int block_n) {
+                                      int block_n, bool warp_search = false) {
     const int last = min(m0 + block_m, lq) - 1;
-    first_doc = last_doc = {0, 0, 0};
-    if (mask.has_documents()) mask.spans(m0, last, lq, lk, &first_doc, &last_doc);
+    SegmentSpan first{0, 0, 0}, final{0, 0, 0};
+    if (mask.has_documents()) {
+      if (warp_search) {
+        mask.warp_spans(m0, last, lq, lk, &first, &final);
+      } else {
+        mask.spans(m0, last, lq, lk, &first, &final);
+      }
+    }
+    *this = KeyTiles(mask, m0, block_m, lq, lk, block_n, first, final);
+  }
+  // With the documents of the first and last rows already found.
+  __device__ __forceinline__ KeyTiles(const RowMask& mask, int m0, int block_m, int lq, int lk,
+                                      int block_n, const SegmentSpan& first,
+                                      const SegmentSpan& final)
+      : first_doc(first), last_doc(final) {
+    const int last = min(m0 + block_m, lq) - 1;
     int first_begin, first_end, last_begin, last_end;
     mask.range_in(m0, lq, lk, first_doc, &first_begin, &first_end);
     mask.range_in(last, lq, lk, last_doc, &last_begin, &last_end);
@@ -149,7 +165,7 @@ struct TileSeq {
     return a;
   }
 
-  __device__ __forceinline__ TileSeq() = default;
+  TileSeq() = default;
   __device__ __forceinline__ TileSeq(const KeyTiles& tiles, const BlockMaskView& bm, int64_t row,
                                      int tile_log2) {
     offset = tiles.begin;

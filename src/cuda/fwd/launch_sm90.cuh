@@ -62,15 +62,22 @@ inline cudaError_t persistent_grid(const FwdParams& p, int64_t tiles, int* block
   return err;
 }
 
-// section_heads > 0 overrides the tile order's section (for measurements).
+// Launches `plain`, `capped` (softcap compiled in) or, with a block mask,
+// their block-mask variants (nullptr where the head dim has none: the
+// kernel choice sends those calls to the sm80 path). section_heads > 0
+// overrides the tile order's section (for measurements).
 template <class T>
 cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel capped, const FwdParams& p,
-                            cudaStream_t stream, int section_heads = 0) {
+                            cudaStream_t stream, int section_heads = 0,
+                            Sm90Kernel block_plain = nullptr, Sm90Kernel block_capped = nullptr) {
   Sm90Args maps{};
   const cudaError_t err = make_sm90_maps(p, std::is_same_v<typename T::Elem, __nv_bfloat16>,
                                          T::kBlockM, T::kBlockN, &maps);
   if (err != cudaSuccess) return err;
-  const Sm90Kernel kernel = p.softcap > 0.f ? capped : plain;
+  const bool block = p.block.cls != nullptr;
+  const Sm90Kernel kernel = p.softcap > 0.f ? (block ? block_capped : capped)
+                                           : (block ? block_plain : plain);
+  if (kernel == nullptr) return cudaErrorNotSupported;
   const cudaError_t attr = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
   if (attr != cudaSuccess) return attr;

@@ -304,6 +304,11 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
             const int2 keys = row_keys[i - m0];
             kb_begin = keys.x;
             kb_end = keys.y;
+          } else if (T::kHeadDim <= 128 && !mask.has_documents()) {
+            // Arithmetic on the kernel parameters alone: with the document
+            // search inlined beside it (below), sm75 d = 128 spilled (and
+            // d = 256 spills with this branch).
+            mask.range_in(i, lq, lk, SegmentSpan{0, 0, 0}, &kb_begin, &kb_end);
           } else {
             mask.range(i, lq, lk, &kb_begin, &kb_end);
           }

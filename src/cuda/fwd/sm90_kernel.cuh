@@ -158,15 +158,23 @@ struct TileOrder {
   }
 };
 
-// The block mask as the kernel sees it: none where the key tile is not a
-// power of two wide (d = 256's 80 keys; the kernel choice sends block masks
-// elsewhere), so that its code folds away there.
+// The block mask as the kernel sees it: none in the kernels compiled
+// without block masks (kBlockMask false: then every block-mask instruction
+// folds away; held as a runtime check, the class lookups and the tile list
+// cost the plain kernels up to 25% at 1K tokens) and where the key tile is
+// not a power of two wide (d = 256's 80 keys; the kernel choice sends block
+// masks elsewhere).
+template <bool kBlockMask>
 __device__ __forceinline__ BlockMaskView block_mask_of(const FwdParams& p, int block_n) {
-  return log2_of(block_n) >= 0 ? p.block : BlockMaskView{};
+  return kBlockMask && log2_of(block_n) >= 0 ? p.block : BlockMaskView{};
 }
 
 // What one query tile covers: lengths, first rows in the tensor maps, key
-// tiles.
+// tiles. The documents of the tile's first and last rows are searched by
+// the calling thread alone (the producer) or by its whole warp (a
+// consumer warp, which waits on the search: 3 round trips to L2 for 16K
+// keys against 14).
+template <bool kBlockMask>
 struct Sm90Block {
   int lq, lk, m0;
   int q_row, k_row;  // row coordinates of (query m0, key 0) in the maps
@@ -177,7 +185,7 @@ struct Sm90Block {
   int h, b;
 
   __device__ __forceinline__ Sm90Block(const FwdParams& p, int m_block, int block_m, int block_n,
-                                       int h_, int b_)
+                                       int h_, int b_, bool warp_search)
       : lq(seq_len(p.cu_seqlens_q, b_, p.seqlen_q)),
         lk(seq_len(p.cu_seqlens_k, b_, p.seqlen_k)),
         m0(m_block * block_m),
@@ -185,8 +193,9 @@ struct Sm90Block {
         k_row(p.cu_seqlens_k ? p.cu_seqlens_k[b_] : 0),
         map_b(p.cu_seqlens_q ? 0 : b_),
         mask(p, b_),
-        tiles(mask, m0, block_m, lq, lk, block_n),
-        seq(tiles, block_mask_of(p, block_n), block_row(block_mask_of(p, block_n), b_, h_, m0),
+        tiles(mask, m0, block_m, lq, lk, block_n, warp_search),
+        seq(tiles, block_mask_of<kBlockMask>(p, block_n),
+            block_row(block_mask_of<kBlockMask>(p, block_n), b_, h_, m0),
             log2_of(block_n)),
         h(h_),
         b(b_) {}
@@ -200,20 +209,20 @@ struct Sm90Block {
   // The it-th key tile in visiting order: from the diagonal back, so that the
   // tiles needing the mask come first.
   __device__ __forceinline__ int tile(int it, const FwdParams& p, int block_n) const {
-    const BlockMaskView bm = block_mask_of(p, block_n);
+    const BlockMaskView bm = block_mask_of<kBlockMask>(p, block_n);
     return seq.at(seq.count - 1 - it, bm, block_row(bm, b, h, m0), log2_of(block_n));
   }
 };
 
 // The producer: one thread issues every copy. `kv` counts the K/V tiles
 // loaded so far over all query tiles, which fixes ring stage and phase.
-template <class T>
+template <class T, bool kBlockMask>
 __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& args,
                                          const Smem<T>& sm) {
   const TileOrder order(p, T::kBlockM, args.section_heads);
   int kv = 0, done = 0;
   order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
-    const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, h, b);
+    const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, false);
     if (blk.empty()) return;
     const int hk = h / p.group_size;
     // Q of the previous tile is free once both consumers' last Q K^T ended.
@@ -248,8 +257,9 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
 
 // One consumer warpgroup: 64 query rows of each query tile, against all of
 // the tile's key tiles.
-template <class T, bool kSoftcap>
+template <class T, bool kSoftcap, bool kBlockMask>
 struct Consumer {
+  using Block = Sm90Block<kBlockMask>;
   using Elem = typename T::Elem;
   using MmaS = sm90::Wgmma<Elem, T::kBlockN>;
   using MmaO = sm90::Wgmma<Elem, T::kHeadDim>;
@@ -328,7 +338,7 @@ struct Consumer {
 
   // Softcap and mask of tile nb, then the online softmax: S becomes P (in
   // place, unnormalised) and the returned factors rescale O.
-  __device__ __forceinline__ void softmax(float (&s)[kS], const Sm90Block& blk, int nb,
+  __device__ __forceinline__ void softmax(float (&s)[kS], const Block& blk, int nb,
                                           float (&corr)[2]) {
     if constexpr (kSoftcap) {
       constexpr float k2Log2e = 2.8853900817779268f;
@@ -336,7 +346,7 @@ struct Consumer {
 #pragma unroll
       for (int i = 0; i < kS; ++i) s[i] = softcap(s[i], p.softcap, k);
     }
-    const BlockMaskView bm = block_mask_of(p, T::kBlockN);
+    const BlockMaskView bm = block_mask_of<kBlockMask>(p, T::kBlockN);
     const int32_t cls = tile_class(bm, block_row(bm, blk.b, blk.h, blk.m0), nb, log2_of(T::kBlockN));
     if (nb < blk.tiles.full_begin || nb >= blk.tiles.full_end || cls != BlockMaskView::kFull) {
 #pragma unroll
@@ -386,19 +396,21 @@ struct Consumer {
 
   // Per query tile: the key intervals of this thread's rows (documents cost
   // a search, so once per tile, not per key tile) and the block mask's row.
-  __device__ __forceinline__ void start_tile(const Sm90Block& blk) {
+  __device__ __forceinline__ void start_tile(const Block& blk) {
     if constexpr (kRowKeysHeld) {
 #pragma unroll
-      for (int r = 0; r < 2; ++r)
-        blk.mask.range_near(min(blk.m0 + row0 + 8 * r, blk.lq - 1), blk.lq, blk.lk,
-                            blk.tiles.first_doc, blk.tiles.last_doc, &key_begin[r],
-                            &key_end[r]);
+      for (int r = 0; r < 2; ++r) {
+        const int i = min(blk.m0 + row0 + 8 * r, blk.lq - 1);
+        const int32_t id = blk.mask.has_documents() ? blk.mask.q_id(i, blk.lq) : 0;
+        blk.mask.range_near(i, id, blk.lq, blk.lk, blk.tiles.first_doc, blk.tiles.last_doc,
+                            &key_begin[r], &key_end[r]);
+      }
     }
   }
 
   // A PARTIAL block's bits: the thread's columns of row r are
   // 8 (i / 4) + 2t + (i % 2), all in word i / 16 of the tile's 128 columns.
-  __device__ __forceinline__ void apply_bits(float (&s)[kS], const Sm90Block& blk, int nb,
+  __device__ __forceinline__ void apply_bits(float (&s)[kS], const Block& blk, int nb,
                                              int32_t cls) const {
     if constexpr (log2_of(T::kBlockN) >= 5) {
 #pragma unroll
@@ -434,7 +446,7 @@ struct Consumer {
     return ((kv + it) / T::kStages) & 1;
   }
 
-  __device__ __forceinline__ void mainloop(const Sm90Block& blk) {
+  __device__ __forceinline__ void mainloop(const Block& blk) {
     const int n_tiles = blk.key_tiles();
     if (n_tiles == 0) {
       release_q_after_mma();
@@ -525,7 +537,7 @@ struct Consumer {
   // Normalise, stage O in the O buffer (this warpgroup's 64 rows) and store
   // it: by TMA (rows and columns past the tensor are clipped by the copy
   // engine), or for varlen batches by 16-byte stores of the valid rows.
-  __device__ __forceinline__ void epilogue(const Sm90Args& args, const Sm90Block& blk, int h,
+  __device__ __forceinline__ void epilogue(const Sm90Args& args, const Block& blk, int h,
                                            int b) {
     const int wtid = threadIdx.x & 127;
     const bool tma_store = p.cu_seqlens_q == nullptr;
@@ -608,7 +620,7 @@ struct Consumer {
   }
 };
 
-template <class T, bool kSoftcap>
+template <class T, bool kSoftcap, bool kBlockMask>
 __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm90Args& args) {
   extern __shared__ __align__(1024) unsigned char smem_raw[];
   const Smem<T> sm(smem_raw);
@@ -632,12 +644,12 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
       sm90::prefetch_tensor_map(&args.q);
       sm90::prefetch_tensor_map(&args.k);
       sm90::prefetch_tensor_map(&args.v);
-      producer<T>(p, args, sm);
+      producer<T, kBlockMask>(p, args, sm);
     }
   } else {
     sm90::setmaxnreg_inc<T::kConsumerRegs>();
     const int wg = (threadIdx.x >> 7) - 1;
-    Consumer<T, kSoftcap> c(p, sm, wg, threadIdx.x & 127);
+    Consumer<T, kSoftcap, kBlockMask> c(p, sm, wg, threadIdx.x & 127);
     // Warpgroup 0 takes the first turn; the matching last turn of warpgroup 1
     // is taken after the loop so that every barrier phase completes.
     if constexpr (T::kPingPong) {
@@ -646,7 +658,7 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
     const TileOrder order(p, T::kBlockM, args.section_heads);
     int done = 0;
     order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
-      const Sm90Block blk(p, m_block, T::kBlockM, T::kBlockN, h, b);
+      const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, true);
       if (blk.empty()) return;
       c.reset();
       c.start_tile(blk);
@@ -665,13 +677,14 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
 }  // namespace sm90_detail
 
 // Compiled for sm90a only (wgmma and setmaxnreg exist nowhere else); other
-// targets get a body that traps, which the host never launches.
-template <class T, bool kSoftcap>
+// targets get a body that traps, which the host never launches. kBlockMask:
+// the variant that reads a block mask (see block_mask_of).
+template <class T, bool kSoftcap, bool kBlockMask = false>
 __global__ void __launch_bounds__(T::kThreads, 1)
     flash_fwd_sm90_kernel(const __grid_constant__ FwdParams p,
                           const __grid_constant__ Sm90Args args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-  sm90_detail::flash_fwd_sm90_body<T, kSoftcap>(p, args);
+  sm90_detail::flash_fwd_sm90_body<T, kSoftcap, kBlockMask>(p, args);
 #elif defined(__CUDA_ARCH__)
   __trap();
 #endif

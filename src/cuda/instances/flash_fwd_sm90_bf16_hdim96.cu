@@ -8,7 +8,8 @@ template <>
 cudaError_t run_flash_fwd<FwdPath::kSm90, __nv_bfloat16, 96>(const FwdParams& p, cudaStream_t stream) {
   using T = DefaultSm90Traits<__nv_bfloat16, 96>;
   return launch_fwd_sm90<T>(&flash_fwd_sm90_kernel<T, false>, &flash_fwd_sm90_kernel<T, true>, p,
-                            stream);
+                            stream, 0, &flash_fwd_sm90_kernel<T, false, true>,
+                            &flash_fwd_sm90_kernel<T, true, true>);
 }
 
 }  // namespace fastattn::cuda
