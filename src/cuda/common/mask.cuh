@@ -83,17 +83,6 @@ struct RowMask {
     if (has_documents()) spans(i, i, lq, lk, &doc, &doc);
     range_in(i, lq, lk, doc, begin, end);
   }
-  // Row i's range where a query tile's first and last rows' documents are
-  // known: rows of either one need no search. `id` is the row's segment id
-  // (q_id, loaded ahead; unused without documents).
-  __device__ __forceinline__ void range_near(int i, int32_t id, int lq, int lk,
-                                             const SegmentSpan& first, const SegmentSpan& last,
-                                             int* begin, int* end) const {
-    if (!has_documents()) return range_in(i, lq, lk, first, begin, end);
-    if (id == first.id) return range_in(i, lq, lk, first, begin, end);
-    if (id == last.id) return range_in(i, lq, lk, last, begin, end);
-    range(i, lq, lk, begin, end);
-  }
 };
 
 }  // namespace fastattn::cuda
