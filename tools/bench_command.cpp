@@ -77,6 +77,12 @@ bench_problem build_problem(const bench_cli& cli, fa_backend backend) {
   if (mask == "window") p.mask = FA_MASK_SLIDING_WINDOW;
   p.window_left = cli.window_left < 0 ? -1 : cli.window_left;
   p.window_right = cli.window_right < 0 ? -1 : cli.window_right;
+  if (mask == "window" && !cli.window_given) {
+    // A bare --mask window is the usual causal sliding window (Mistral's,
+    // and the mask benchmark's): 1024 keys behind the diagonal.
+    p.window_left = 1024;
+    p.window_right = 0;
+  }
   if (mask == "prefix-lm") {
     p.mask = FA_MASK_PREFIX_LM;
     p.prefix_len = cli.prefix_len >= 0 ? cli.prefix_len : p.seqlen_k / 4;
@@ -227,7 +233,8 @@ CLI::App* add_bench_command(CLI::App& app, bench_cli& cli) {
   cmd->add_option("--dtype", cli.dtype, "Element type (default fp32 on the CPU, fp16 on a GPU)")
       ->check(CLI::IsMember({"fp32", "fp16", "bf16"}));
   cmd->add_option("--mask", cli.mask,
-                  "Attention mask (bottom-right aligned): none, causal, window (--window-left/right), prefix-lm "
+                  "Attention mask (bottom-right aligned): none, causal, window (--window-left/right, "
+                  "default 1024 and 0), prefix-lm "
                   "(--prefix-len), chunked (causal in --chunk-size chunks), documents (--doc-len; causal within "
                   "each unless --doc-bidirectional), block-sparse (random FULL blocks at --density, diagonal "
                   "always FULL) or dense (random pairs at --density); the last two build an fa_block_mask on the "
