@@ -328,9 +328,10 @@ FA_API fa_status fa_merge_states(const fa_merge_args* args,
  *           block-sparse mask.
  * Bm is 1 (the same for every sequence) or the batch B, Hm is 1 or Hq.
  * block_q, block_k: 64, 128 or 256 (0 = 128). The CUDA backend runs block
- * masks on its sm80 and sm90 paths with block_q 128 or 256 (a query tile of
- * 128 rows lies in one block row) and key tiles that divide block_k (64 keys
- * on sm80; 128 on sm90 up to D = 128, so D = 256 runs on sm80).
+ * masks on every path (sm70, sm75, sm80, sm90) with block_q 128 or 256 (a
+ * query tile of 128 rows lies in one block row) and key tiles that divide
+ * block_k (64 keys on sm70 to sm80, 16 on sm70/sm75 at D = 256; 128 on sm90
+ * up to D = 128, so D = 256 runs on sm80).
  * The source's memory decides where the mask lives and runs: a device
  * tensor is compressed on that GPU (on options->cuda_stream, which the call
  * synchronises once to size the result; the mask is complete in that

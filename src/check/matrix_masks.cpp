@@ -166,8 +166,8 @@ std::vector<Case> mask_option_cases(bool quick) {
       m.push_back(sparse);
     }
   }
-  // Block masks run on the sm80 and sm90 paths only, and sm90's key tiles
-  // (128 keys, 80 at D = 256) must divide block_k: a forced path may refuse.
+  // A forced sm90 path refuses block masks whose block_k its key tiles (128
+  // keys, 80 at D = 256) do not divide.
   for (Case& c : m) {
     if (c.block_mask.kind != K::kNone) c.forced_path_may_refuse = true;
   }

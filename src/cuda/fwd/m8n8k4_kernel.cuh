@@ -109,7 +109,9 @@ __device__ __forceinline__ uint4 lds128(uint32_t addr) {
 // (lane & 1) + (i & 2) + 4 * (lane >> 4) and column (i & 4) + (lane & 2) +
 // (i & 1): a thread holds rows {x, x + 2} and, of each, columns
 // {y, y + 1, y + 4, y + 5} with y = lane & 2.
-template <class T, bool kSoftcap>
+// kBlockMask: the variant that reads a block mask (the plain kernels carry
+// none of its instructions).
+template <class T, bool kSoftcap, bool kBlockMask = false>
 __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
     flash_fwd_m8n8k4_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
@@ -134,9 +136,11 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
   const int lq = blk.lq, lk = blk.lk, m0 = blk.m0;
   const RowMask mask(p, b);
   const KeyTiles tiles(mask, m0, kBlockM, lq, lk, kBlockN);
-  const BlockMaskView no_block;  // block masks run on the sm80 and sm90 paths only
-  const TileSeq seq(tiles, no_block, 0, 0);
-  auto tile_at = [&](int it) { return seq.at(it, no_block, 0, 0); };
+  constexpr int kBlockNLog2 = log2_of(kBlockN);
+  const BlockMaskView no_block;
+  const BlockMaskView& bm = kBlockMask ? p.block : no_block;
+  const TileSeq seq(tiles, bm, block_row(bm, b, h, m0), kBlockNLog2);
+  auto tile_at = [&](int it) { return seq.at(it, bm, block_row(bm, b, h, m0), kBlockNLog2); };
   const int chunks_valid = p.head_dim / 8;
   using QSwizzle = VoltaQSwizzle<kRC>;
   using KVSwizzle = RowXorSwizzle<kRC>;
@@ -223,7 +227,8 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
 #pragma unroll
         for (int e = 0; e < 8; ++e) s[g][e] = softcap(s[g][e], p.softcap, softcap_k);
     }
-    if (nb < tiles.full_begin || nb >= tiles.full_end) {
+    const int32_t cls = tile_class(bm, block_row(bm, b, h, m0), nb, kBlockNLog2);
+    if (nb < tiles.full_begin || nb >= tiles.full_end || cls != BlockMaskView::kFull) {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int i = m0 + warp * 16 + rb * 8 + hi * 4 + (lane & 1) + 2 * r;
@@ -237,6 +242,20 @@ __global__ void __launch_bounds__(T::kThreads, T::kMinBlocks)
             const int key = row0 + g * 16 + cb * 8 + (e & 4) + (lane & 2) + (e & 1);
             if (key < kb_begin || key >= kb_end) s[g][e] = -INFINITY;
           }
+        if (cls != BlockMaskView::kFull) {
+          // The thread's keys of group g are g * 16 + cb * 8 + (lane & 2) +
+          // {0, 1, 4, 5}: with that offset as the shift, word g / 2, bits
+          // (g % 2) * 16 + {0, 1, 4, 5} (at most 31 with the shift's 10).
+          TileRowBits<kBlockN> bits;
+          bits.load(bm, cls, i, nb, kBlockNLog2, cb * 8 + (lane & 2));
+#pragma unroll
+          for (int g = 0; g < kGroups; ++g)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+              if ((e & 2) != 2 * r) continue;
+              if (!bits.get(g >> 1, (g & 1) * 16 + (e & 4) + (e & 1))) s[g][e] = -INFINITY;
+            }
+        }
       }
     }
 

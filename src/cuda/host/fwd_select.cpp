@@ -118,14 +118,6 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
   if (p.kv.page_table != nullptr || p.seqlens_k != nullptr) {
     return Status::unsupported("k/v: the CUDA forward path takes contiguous K/V, not a paged cache");
   }
-  if (p.mask.block != nullptr && path != FwdPath::kSm80 && path != FwdPath::kSm90) {
-    std::ostringstream m;
-    m << "mask.block_mask: block masks run on the sm80 and sm90 paths (compute capability 8.0 "
-         "and newer), not on the sm"
-      << path_arch << " path; allowed: FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM80, FA_CUDA_PATH_SM90, "
-         "or FA_BACKEND_CPU with a mask built from a host tensor";
-    return Status::unsupported(m.str());
-  }
   if (!block_mask_fits(path, p)) {
     const FwdTileConfig c = fwd_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
     std::ostringstream m;

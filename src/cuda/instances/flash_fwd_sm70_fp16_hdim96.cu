@@ -9,7 +9,8 @@ template <>
 cudaError_t run_flash_fwd<FwdPath::kSm70, __half, 96>(const FwdParams& p, cudaStream_t stream) {
   using T = VoltaFwdTraits<__half, 96>;
   return launch_fwd<T>(&flash_fwd_m8n8k4_kernel<T, false>, &flash_fwd_m8n8k4_kernel<T, true>, p,
-                       stream);
+                       stream, &flash_fwd_m8n8k4_kernel<T, false, true>,
+                       &flash_fwd_m8n8k4_kernel<T, true, true>);
 }
 
 }  // namespace fastattn::cuda

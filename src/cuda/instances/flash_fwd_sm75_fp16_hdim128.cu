@@ -9,7 +9,8 @@ template <>
 cudaError_t run_flash_fwd<FwdPath::kSm75, __half, 128>(const FwdParams& p, cudaStream_t stream) {
   using T = DefaultFwdTraits<FwdPath::kSm75, __half, 128>;
   return launch_fwd<T>(&flash_fwd_m16n8_kernel<T, false>, &flash_fwd_m16n8_kernel<T, true>, p,
-                       stream);
+                       stream, &flash_fwd_m16n8_kernel<T, false, true>,
+                       &flash_fwd_m16n8_kernel<T, true, true>);
 }
 
 }  // namespace fastattn::cuda
