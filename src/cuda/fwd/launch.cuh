@@ -11,8 +11,7 @@ using FwdKernel = void (*)(FwdParams);
 
 // Launches `plain`, or `capped` (the same kernel with the softcap compiled
 // in) when the problem has a softcap, or with a block mask their block-mask
-// variants (sm80 only: elsewhere the kernel choice refuses block masks),
-// with T's block shape and shared memory.
+// variants, with T's block shape and shared memory.
 template <class T>
 cudaError_t launch_fwd(FwdKernel plain, FwdKernel capped, const FwdParams& p,
                        cudaStream_t stream, FwdKernel block_plain = nullptr,

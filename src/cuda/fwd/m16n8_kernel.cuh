@@ -537,7 +537,8 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
 
 // kSoftcap and kBlockMask are template flags so that the plain kernel
 // carries none of their instructions or registers (the block mask's made
-// the sm80 d = 128 kernel spill); block masks run on the sm80 path only. The body is instantiated only for architectures that have its instructions
+// the sm80 d = 128 kernel spill). The body is instantiated only for
+// architectures that have its instructions
 // (sm75 path: sm75 and newer; sm80 path: sm80 and newer). A build that also
 // targets older GPUs gets a kernel that traps there, which the host never
 // launches; should it be launched anyway, it fails loudly.
