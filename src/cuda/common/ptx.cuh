@@ -50,6 +50,18 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
 
 // 2^x on the SFU (max relative error 2^-22); ex2(-inf) = +0, which the
 // softmax relies on for masked scores.
+// Two 32-bit words at a shared-memory address (8-byte aligned). Through a
+// 32-bit shared address rather than a generic pointer, which the kernels
+// would otherwise hold in two registers through their mainloop.
+__device__ __forceinline__ int2 ld_shared_v2(uint32_t addr) {
+  int2 v;
+  asm volatile("ld.shared.v2.s32 {%0, %1}, [%2];\n" : "=r"(v.x), "=r"(v.y) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void st_shared_v2(uint32_t addr, int2 v) {
+  asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(addr), "r"(v.x), "r"(v.y) : "memory");
+}
+
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

@@ -146,7 +146,8 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   const BlockMaskView& bm = kBlockMask ? p.block : no_block;
   const TileSeq seq(tiles, bm, block_row(bm, b, h, m0), kBlockNLog2);
   auto tile_at = [&](int it) { return seq.at(it, bm, block_row(bm, b, h, m0), kBlockNLog2); };
-  int2* row_keys = reinterpret_cast<int2*>(smem + T::kQBytes + 2 * kStages * T::kKVTileBytes);
+  // Each row's [begin, end) of keys, int2 per row (see kRowTable).
+  const uint32_t row_keys = q_smem + T::kQBytes + 2 * kStages * T::kKVTileBytes;
   const int n_tiles = seq.count;
   const int full_begin = tiles.full_begin, full_end = tiles.full_end;
   if constexpr (T::kRowTable) {
@@ -154,7 +155,7 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     for (int r = tid; r < kBlockM; r += T::kThreads) {
       int kb, ke;
       mask.range(min(m0 + r, lq - 1), lq, lk, &kb, &ke);
-      row_keys[r] = make_int2(kb, ke);
+      st_shared_v2(row_keys + 8 * r, make_int2(kb, ke));
     }
   }
 
@@ -301,7 +302,7 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
           const int i = m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r;
           int kb_begin, kb_end;
           if constexpr (T::kRowTable) {
-            const int2 keys = row_keys[i - m0];
+            const int2 keys = ld_shared_v2(row_keys + 8 * (i - m0));
             kb_begin = keys.x;
             kb_end = keys.y;
           } else if (T::kHeadDim <= 128 && !mask.has_documents()) {
