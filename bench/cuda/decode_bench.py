@@ -56,7 +56,7 @@ from bench_env import REPO_ROOT, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_NONE, FA_ROTARY_NONE,
     FA_STATUS_OK, FaDecodeArgs, FaDecodePlan, FaRunOptions, FastattnError, fa_tensor_of,
-    int32_ptr, layout_lines, load_library,
+    int32_ptr, layout_lines, load_cuda_library,
 )
 
 # ---------------------------------------------------------------------------
@@ -712,17 +712,7 @@ def main(argv=None):
         return 0
     import torch
 
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device visible to torch")
-    if not os.path.exists(opts.lib):
-        raise SystemExit(f"library not found: {opts.lib} (build it or pass --lib)")
-    try:
-        lib = load_library(opts.lib)
-    except AttributeError as exc:
-        raise SystemExit(f"{opts.lib} lacks the decode entry points: {exc}")
-    if lib.fa_backend_available(FA_BACKEND_CUDA) != 1:
-        raise SystemExit(f"fa_backend_available(FA_BACKEND_CUDA) != 1 for {opts.lib}: "
-                         "the library was built without the CUDA backend or sees no GPU")
+    lib = load_cuda_library(torch, opts.lib)
 
     sleep = GpuSleep(torch)
     copy_ms, copy_rw, copy_oneway = measure_copy(torch, opts, sleep)

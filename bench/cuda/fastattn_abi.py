@@ -291,6 +291,23 @@ def load_library(path):
     return lib
 
 
+def load_cuda_library(torch, path):
+    """load_library for a GPU benchmark: exits with a message naming what is
+    missing (a GPU for torch, the file, its entry points, its CUDA backend)."""
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible to torch")
+    if not os.path.exists(path):
+        raise SystemExit(f"library not found: {path} (build it or pass --lib)")
+    try:
+        lib = load_library(path)
+    except AttributeError as exc:
+        raise SystemExit(f"{path} lacks an entry point this script needs: {exc}")
+    if lib.fa_backend_available(FA_BACKEND_CUDA) != 1:
+        raise SystemExit(f"fa_backend_available(FA_BACKEND_CUDA) != 1 for {path}: "
+                         "the library was built without the CUDA backend or sees no GPU")
+    return lib
+
+
 def fa_tensor_of(t, fa_dtype):
     """An fa_tensor over a torch tensor's storage; torch strides are already in elements."""
     ft = FaTensor()

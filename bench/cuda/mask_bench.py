@@ -66,7 +66,7 @@ from bench_env import REPO_ROOT, median_ms, run_environment  # beside this scrip
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_BOOL, FA_DTYPE_FLOAT16, FA_MASK_CAUSAL, FA_MASK_NONE,
     FA_MASK_PREFIX_LM, FA_MASK_SLIDING_WINDOW, FA_STATUS_OK, FaAttentionArgs, FaBlockMaskArgs,
-    FaBlockMaskInfo, FaRunOptions, FastattnError, fa_tensor_of, int32_ptr, load_library,
+    FaBlockMaskInfo, FaRunOptions, FastattnError, fa_tensor_of, int32_ptr, load_cuda_library,
 )
 
 MASKS = ("causal", "window", "documents", "prefix_lm", "block_sparse", "dense")
@@ -754,14 +754,7 @@ def main(argv=None):
     import torch
     from torch.nn.attention.flex_attention import flex_attention
 
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device visible to torch")
-    if not os.path.exists(opts.lib):
-        raise SystemExit(f"library not found: {opts.lib} (build it or pass --lib)")
-    lib = load_library(opts.lib)
-    if lib.fa_backend_available(FA_BACKEND_CUDA) != 1:
-        raise SystemExit(f"fa_backend_available(FA_BACKEND_CUDA) != 1 for {opts.lib}: "
-                         "the library was built without the CUDA backend or sees no GPU")
+    lib = load_cuda_library(torch, opts.lib)
     if not hasattr(lib, "fa_block_mask_create"):
         raise SystemExit(f"{opts.lib} lacks fa_block_mask_create: build the tree with the tiling masks")
 

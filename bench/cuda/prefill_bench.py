@@ -35,7 +35,7 @@ import sys
 from bench_env import REPO_ROOT, median_ms, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_CAUSAL, FA_MASK_NONE,
-    FA_STATUS_OK, FaAttentionArgs, FaRunOptions, FastattnError, fa_tensor_of, load_library,
+    FA_STATUS_OK, FaAttentionArgs, FaRunOptions, FastattnError, fa_tensor_of, load_cuda_library,
 )
 
 # ---------------------------------------------------------------------------
@@ -301,14 +301,7 @@ def main(argv=None):
     opts = parse_args(argv)
     import torch
 
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device visible to torch")
-    if not os.path.exists(opts.lib):
-        raise SystemExit(f"library not found: {opts.lib} (build it or pass --lib)")
-    lib = load_library(opts.lib)
-    if lib.fa_backend_available(FA_BACKEND_CUDA) != 1:
-        raise SystemExit(f"fa_backend_available(FA_BACKEND_CUDA) != 1 for {opts.lib}: "
-                         "the library was built without the CUDA backend or sees no GPU")
+    lib = load_cuda_library(torch, opts.lib)
 
     env = {**run_environment(torch, opts.commit),
            "cuda_path": opts.cuda_path}
