@@ -1,7 +1,7 @@
 # CUDA backend. include() it from the top-level CMakeLists after project():
 # it enables CUDA and defines the static library `fastattn_cuda` from
 # src/cuda/ (kernels in .cu, host side in src/cuda/host/*.cpp), plus the
-# kernel driver when FASTATTN_CUDA_BUILD_DRIVER.
+# kernel drivers when FASTATTN_CUDA_BUILD_DRIVER.
 include_guard(GLOBAL)
 
 include(CheckLanguage)
@@ -33,7 +33,7 @@ enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
 option(FASTATTN_CUDA_PTXAS_VERBOSE "Print ptxas register, spill and shared-memory reports" OFF)
-option(FASTATTN_CUDA_BUILD_DRIVER "Build bench/cuda/flash_sm80_driver and sm90_ablation" OFF)
+option(FASTATTN_CUDA_BUILD_DRIVER "Build the kernel drivers under bench/cuda/ (flash_sm80_driver, decode_ablation, sm90_ablation)" OFF)
 
 set(_fastattn_root ${CMAKE_CURRENT_LIST_DIR}/..)
 file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS
@@ -65,6 +65,11 @@ if(FASTATTN_CUDA_BUILD_DRIVER)
   set_target_properties(flash_sm80_driver PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
   target_compile_options(flash_sm80_driver PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3>)
   target_link_libraries(flash_sm80_driver PRIVATE fastattn_cuda)
+  add_executable(decode_ablation ${_fastattn_root}/bench/cuda/decode_ablation.cu)
+  target_include_directories(decode_ablation PRIVATE ${_fastattn_root}/include)
+  set_target_properties(decode_ablation PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON)
+  target_compile_options(decode_ablation PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
+  target_link_libraries(decode_ablation PRIVATE fastattn_cuda)
   if(CMAKE_CUDA_ARCHITECTURES MATCHES "(^|;)90a")
     add_executable(sm90_ablation ${_fastattn_root}/bench/cuda/sm90_ablation.cu)
     target_include_directories(sm90_ablation PRIVATE ${_fastattn_root}/include)

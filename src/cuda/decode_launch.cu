@@ -93,16 +93,24 @@ cudaError_t launch_typed(const DecodeChoice& c, const DecodeParams& d, const Dec
   }
   if (err != cudaSuccess || c.num_splits == 1) return err;
   const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  decode_combine_kernel<Elem><<<static_cast<unsigned>((rows + 3) / 4), 128, 0, stream>>>(p);
-  return cudaGetLastError();
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>((rows + 3) / 4));
+  config.blockDim = dim3(128);
+  config.stream = stream;
+  cudaLaunchAttribute early[1];
+  early[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  early[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = early;
+  config.numAttrs = c.early_merge_launch ? 1 : 0;
+  return cudaLaunchKernelEx(&config, decode_combine_kernel<Elem>, p);
 }
 
 template <typename Elem>
 cudaError_t occupancy_typed(const DecodeChoice& c, int* blocks) {
   switch (c.head_dim) {
-    case 64: return decode_attention_occupancy<Elem, 64>(c.rows, blocks);
-    case 128: return decode_attention_occupancy<Elem, 128>(c.rows, blocks);
-    case 256: return decode_attention_occupancy<Elem, 256>(c.rows, blocks);
+    case 64: return decode_attention_occupancy<Elem, 64>(c, blocks);
+    case 128: return decode_attention_occupancy<Elem, 128>(c, blocks);
+    case 256: return decode_attention_occupancy<Elem, 256>(c, blocks);
   }
   return cudaErrorInvalidValue;
 }

@@ -27,6 +27,6 @@ template <typename Elem, int kHeadDim>
 cudaError_t run_decode_attention(const DecodeKernelParams& p, const DecodeChoice& choice,
                                  cudaStream_t stream);
 template <typename Elem, int kHeadDim>
-cudaError_t decode_attention_occupancy(int rows, int* blocks);
+cudaError_t decode_attention_occupancy(const DecodeChoice& choice, int* blocks);
 
 }  // namespace fastattn::cuda

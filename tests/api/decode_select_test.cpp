@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <string>
 
 #include "fastattn/fastattn.h"
@@ -40,26 +41,53 @@ DecodeParams problem(int64_t lq, int64_t head_dim, int64_t hq = 32, int64_t hkv 
 
 std::string refusal(int capability, const DecodeParams& p) {
   DecodeChoice c;
-  const Status s = choose_decode_kernel(capability, p, &c);
+  const Status s = choose_decode_kernel(capability, FA_CUDA_PATH_SM75, p, &c);
   return s.is_ok() ? "" : s.message();
 }
 
 TEST(DecodeSelect, PadsHeadDimAndPacksQueryHeads) {
+  // The CUDA-core kernel packs up to 8 rows a block.
   DecodeChoice c;
-  ASSERT_TRUE(choose_decode_kernel(90, problem(1, 128), &c).is_ok());
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_SM75, problem(1, 128), &c).is_ok());
+  EXPECT_FALSE(c.tensor_cores);
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_EQ(c.rows, 4);  // G = 4 query heads share each KV head
   EXPECT_EQ(c.row_chunks, 1);
-  ASSERT_TRUE(choose_decode_kernel(90, problem(16, 80), &c).is_ok());
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_SM75, problem(16, 80), &c).is_ok());
   EXPECT_EQ(c.head_dim, 128);
   EXPECT_EQ(c.rows, 8);
   EXPECT_EQ(c.row_chunks, 8);  // 64 rows
-  ASSERT_TRUE(choose_decode_kernel(90, problem(1, 64, 8, 8), &c).is_ok());
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_SM75, problem(1, 64, 8, 8), &c).is_ok());
   EXPECT_EQ(c.rows, 1);
-  ASSERT_TRUE(choose_decode_kernel(70, problem(3, 256, 8, 8), &c).is_ok());
+  ASSERT_TRUE(choose_decode_kernel(70, FA_CUDA_PATH_AUTO, problem(3, 256, 8, 8), &c).is_ok());
+  EXPECT_FALSE(c.tensor_cores);  // Volta: CUDA cores
   EXPECT_EQ(c.head_dim, 256);
   EXPECT_EQ(c.rows, 4);
   EXPECT_EQ(c.row_chunks, 1);
+}
+
+TEST(DecodeSelect, TensorCoresFromSm80InTilesOf16Rows) {
+  DecodeChoice c;
+  ASSERT_TRUE(choose_decode_kernel(80, FA_CUDA_PATH_AUTO, problem(1, 128), &c).is_ok());
+  EXPECT_TRUE(c.tensor_cores);
+  EXPECT_FALSE(c.early_merge_launch);  // programmatic launch is sm90's
+  EXPECT_EQ(c.rows, kDecodeMmaRows);
+  EXPECT_EQ(c.row_chunks, 1);  // 4 rows padded to 16
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_AUTO, problem(16, 80), &c).is_ok());
+  EXPECT_TRUE(c.tensor_cores);
+  EXPECT_TRUE(c.early_merge_launch);
+  EXPECT_EQ(c.row_chunks, 4);  // 64 rows
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_SM80, problem(1, 64, 8, 8), &c).is_ok());
+  EXPECT_TRUE(c.tensor_cores);
+  ASSERT_TRUE(choose_decode_kernel(75, FA_CUDA_PATH_AUTO, problem(1, 64), &c).is_ok());
+  EXPECT_FALSE(c.tensor_cores);
+  DecodeChoice untouched;
+  const Status forced = choose_decode_kernel(75, FA_CUDA_PATH_SM80, problem(1, 64), &untouched);
+  EXPECT_NE(forced.message().find("options.cuda_path: the tensor-core decode kernel"),
+            std::string::npos);
+  EXPECT_EQ(untouched.rows, 0);
+  EXPECT_NE(choose_decode_kernel(90, 81, problem(1, 64), &untouched).message().find("81 is unknown"),
+            std::string::npos);
 }
 
 TEST(DecodeSelect, RefusesWhatTheKernelsDoNotTake) {
@@ -77,26 +105,38 @@ TEST(DecodeSelect, RefusesWhatTheKernelsDoNotTake) {
 }
 
 TEST(DecodeSelect, SplitsFillTheMachineButStayLong) {
-  // 132 SMs x 3 resident blocks = 396 slots.
-  const int batch1 = choose_num_splits(8, 131072, 132, 3);
-  EXPECT_GE(batch1 * 8, 0.9 * 396);
-  EXPECT_LE(batch1 * 8, 396);
+  // 132 SMs x 2 resident blocks = 264 slots.
+  // Batch 1, 8 KV heads: one full wave of 33 splits.
+  EXPECT_EQ(choose_num_splits(8, 131072, 132, 2), 33);
+  EXPECT_EQ(choose_num_splits(8, 32768, 132, 2), 33);
   // Short sequences: splits of at least kMinKeysPerSplit keys.
-  EXPECT_EQ(choose_num_splits(8, 1024, 132, 3), 1024 / kMinKeysPerSplit);
-  EXPECT_EQ(choose_num_splits(8, 300, 132, 3), 2);
-  EXPECT_EQ(choose_num_splits(8, 100, 132, 3), 1);
+  EXPECT_EQ(choose_num_splits(8, 1024, 132, 2), 1024 / kMinKeysPerSplit);
+  EXPECT_EQ(choose_num_splits(8, 150, 132, 2), 2);
+  EXPECT_EQ(choose_num_splits(8, 100, 132, 2), 1);
   // Whole waves already: no split.
-  EXPECT_EQ(choose_num_splits(396, 32768, 132, 3), 1);
-  EXPECT_EQ(choose_num_splits(2048, 32768, 132, 3), 1);  // 5.2 waves, 86% busy, limit 1
-  // 512 blocks: 1.29 waves (65% busy); 3 splits make 3.88 waves (97%).
-  EXPECT_EQ(choose_num_splits(512, 32768, 132, 3), 3);
-  // 128 blocks: 3 splits fill 384 of 396 slots in one wave.
-  EXPECT_EQ(choose_num_splits(128, 32768, 132, 3), 3);
+  EXPECT_EQ(choose_num_splits(264, 32768, 132, 2), 1);
+  EXPECT_EQ(choose_num_splits(512, 32768, 132, 2), 1);  // 1.94 waves
+  // 128 blocks: 2 splits fill 256 of 264 slots in one wave.
+  EXPECT_EQ(choose_num_splits(128, 32768, 132, 2), 2);
+  // 300 blocks: 1.14 waves; 7 splits make 7.95 waves of 4.7K keys.
+  const int s300 = choose_num_splits(300, 32768, 132, 2);
+  EXPECT_GT(s300, 1);
+  const double waves = 300.0 * s300 / 264;
+  EXPECT_GE(waves / std::ceil(waves), 0.9);
   for (int64_t blocks : {1, 7, 64, 200, 395, 100000}) {
-    const int s = choose_num_splits(blocks, 1 << 20, 132, 3);
+    const int s = choose_num_splits(blocks, 1 << 20, 132, 2);
     EXPECT_GE(s, 1);
     EXPECT_LE(s, FA_MAX_DECODE_SPLITS);
   }
+}
+
+TEST(DecodeSelect, EightWarpsForFewBlocksFourForManyOrAtHeadDim256) {
+  EXPECT_EQ(choose_decode_warps(8, 132, 128), 8);     // batch 1, 8 KV heads
+  EXPECT_EQ(choose_decode_warps(128, 132, 128), 8);   // batch 16
+  EXPECT_EQ(choose_decode_warps(263, 132, 64), 8);
+  EXPECT_EQ(choose_decode_warps(264, 132, 128), 4);   // two waves of one block per SM
+  EXPECT_EQ(choose_decode_warps(2048, 132, 128), 4);
+  EXPECT_EQ(choose_decode_warps(8, 132, 256), 4);
 }
 
 TEST(DecodeSelect, WorkspaceHoldsEveryPartialState) {

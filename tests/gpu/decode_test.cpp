@@ -44,13 +44,17 @@ struct Spec {
   float softcap = 0.f;
   int32_t splits = 0;
   bool lse = true;
+  // options.cuda_path: 0 picks the tensor-core kernel on sm80 and newer;
+  // FA_CUDA_PATH_SM75 forces the CUDA-core one.
+  int32_t path = FA_CUDA_PATH_AUTO;
 };
 
 std::string describe(const Spec& s) {
   std::ostringstream o;
   o << s.name << " [" << (s.dtype == FA_DTYPE_FLOAT16 ? "fp16" : "bf16") << " B=" << s.batch
     << " Lq=" << s.lq << " Hq=" << s.hq << " Hkv=" << s.hkv << " D=" << s.d
-    << " page=" << s.page_size << " splits=" << s.splits << "]";
+    << " page=" << s.page_size << " splits=" << s.splits
+    << (s.path == FA_CUDA_PATH_SM75 ? " cuda-cores" : "") << "]";
   return o.str();
 }
 
@@ -163,7 +167,7 @@ struct Outputs {
 // Buffers of a problem on one side (host copies or device copies).
 class Placed {
  public:
-  Placed(const Problem& p, bool gpu) : gpu_(gpu) {
+  Placed(const Problem& p, bool gpu) : gpu_(gpu), path_(p.s.path) {
     const Spec& s = p.s;
     out_bytes_ = s.batch * s.lq * s.hq * s.d * 2;
     lse_bytes_ = s.batch * s.hq * s.lq * 4;
@@ -235,6 +239,7 @@ class Placed {
     fa_run_options opt{};
     opt.backend = backend;
     opt.cuda_stream = stream;
+    if (backend == FA_BACKEND_CUDA) opt.cuda_path = path_;
     fa_decode_plan plan{};
     r.status = fa_plan_decode(&a_, &opt, &plan);
     if (r.status != FA_STATUS_OK) {
@@ -303,6 +308,7 @@ class Placed {
   }
 
   bool gpu_;
+  int32_t path_;
   size_t out_bytes_ = 0, lse_bytes_ = 0, k_bytes_ = 0;
   void *q_ = nullptr, *k_ = nullptr, *v_ = nullptr, *out_ = nullptr, *lse_ = nullptr;
   void *lens_ = nullptr, *pages_ = nullptr, *kn_ = nullptr, *vn_ = nullptr;
@@ -584,6 +590,14 @@ std::vector<Spec> decode_matrix() {
     s.append = true;
     s.cache_lens = {15, 16};
     s.page_size = 16;
+    add(s);
+  }
+  // Everything again on the CUDA-core kernel (what sm70 and sm75 run).
+  const size_t auto_specs = v.size();
+  for (size_t i = 0; i < auto_specs; ++i) {
+    Spec s = v[i];
+    s.name += "-cuda-cores";
+    s.path = FA_CUDA_PATH_SM75;
     add(s);
   }
   return v;

@@ -75,4 +75,20 @@ __device__ __forceinline__ float rcp(float x) {
   return y;
 }
 
+// Programmatic dependent launch (sm90): a kernel launched with programmatic
+// stream serialization may start once every block of the kernel before it
+// has called allow_dependent_launch() (or exited), and must call
+// wait_for_prerequisite_grid() before it reads that kernel's output. Both are
+// no-ops before sm90 and when the launch was an ordinary one.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wait_for_prerequisite_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 }  // namespace fastattn::cuda

@@ -87,6 +87,7 @@ __global__ void __launch_bounds__(Traits::kThreads)
   const int d0 = lane_d * kVec;
   const bool d_live = d0 < p.head_dim;      // head-dim padding lanes hold zeros
 
+  allow_dependent_launch();  // the merge waits for this grid's end (see decode_mma_kernel)
   const int keys = p.cache_seqlens[b] + p.new_tokens;
   const int rows_total = p.group_size * p.seqlen_q;
 
@@ -377,6 +378,7 @@ __global__ void __launch_bounds__(128) decode_combine_kernel(const DecodeKernelP
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
   const int64_t row = int64_t(blockIdx.x) * kWarps + warp;
+  wait_for_prerequisite_grid();  // launched early behind the split kernel (sm90)
   if (row >= rows) return;
   const int h = static_cast<int>(row % p.heads_q);
   const int i = static_cast<int>((row / p.heads_q) % p.seqlen_q);

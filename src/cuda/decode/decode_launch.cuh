@@ -3,9 +3,40 @@
 #pragma once
 
 #include "cuda/decode/decode_kernel.cuh"
+#include "cuda/decode/decode_mma_kernel.cuh"
 #include "cuda/decode_launch.h"
 
 namespace fastattn::cuda {
+
+// The tensor-core kernel's shapes: a 2-stage ring per warp (8 KB a stage at
+// D = 128) and 8 warps (one block per SM) or 4 (two per SM), as
+// choose_decode_warps decides; measured on the H100 beside 3 stages and
+// 2 or 3 blocks per SM (bench/cuda/decode_ablation.cu).
+template <typename Elem, int kHeadDim, int kWarps>
+using DecodeMmaConfig = DecodeMmaTraits<Elem, kHeadDim, kWarps, 2>;
+
+template <typename Traits>
+cudaError_t allow_decode_smem() {
+  if (Traits::kSmemBytes <= 48 * 1024) return cudaSuccess;
+  return cudaFuncSetAttribute(decode_mma_kernel<Traits>,
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+}
+
+template <typename Traits>
+cudaError_t launch_decode_mma(const DecodeKernelParams& p, const DecodeChoice& c,
+                              cudaStream_t stream) {
+  if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
+  const dim3 grid(c.num_splits * c.row_chunks, p.heads_kv, p.batch);
+  decode_mma_kernel<Traits><<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+  return cudaGetLastError();
+}
+
+template <typename Traits>
+cudaError_t occupancy_mma(int* blocks) {
+  if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_mma_kernel<Traits>,
+                                                       Traits::kThreads, Traits::kSmemBytes);
+}
 
 template <typename Elem, int kHeadDim, int kRows>
 cudaError_t launch_decode_rows(const DecodeKernelParams& p, const DecodeChoice& c,
@@ -27,6 +58,12 @@ cudaError_t launch_decode_rows(const DecodeKernelParams& p, const DecodeChoice& 
 template <typename Elem, int kHeadDim>
 cudaError_t launch_decode_attention(const DecodeKernelParams& p, const DecodeChoice& c,
                                     cudaStream_t stream) {
+  if (c.tensor_cores) {
+    if constexpr (kHeadDim < 256) {  // 8 warps' rings of 16 KB stages would not fit at D = 256
+      if (c.warps == 8) return launch_decode_mma<DecodeMmaConfig<Elem, kHeadDim, 8>>(p, c, stream);
+    }
+    return launch_decode_mma<DecodeMmaConfig<Elem, kHeadDim, 4>>(p, c, stream);
+  }
   switch (c.rows) {
     case 1: return launch_decode_rows<Elem, kHeadDim, 1>(p, c, stream);
     case 2: return launch_decode_rows<Elem, kHeadDim, 2>(p, c, stream);
@@ -50,8 +87,14 @@ cudaError_t occupancy_rows(int* blocks) {
 }
 
 template <typename Elem, int kHeadDim>
-cudaError_t decode_occupancy(int rows, int* blocks) {
-  switch (rows) {
+cudaError_t decode_occupancy(const DecodeChoice& c, int* blocks) {
+  if (c.tensor_cores) {
+    if constexpr (kHeadDim < 256) {
+      if (c.warps == 8) return occupancy_mma<DecodeMmaConfig<Elem, kHeadDim, 8>>(blocks);
+    }
+    return occupancy_mma<DecodeMmaConfig<Elem, kHeadDim, 4>>(blocks);
+  }
+  switch (c.rows) {
     case 1: return occupancy_rows<Elem, kHeadDim, 1>(blocks);
     case 2: return occupancy_rows<Elem, kHeadDim, 2>(blocks);
     case 4: return occupancy_rows<Elem, kHeadDim, 4>(blocks);
@@ -71,7 +114,7 @@ cudaError_t decode_occupancy(int rows, int* blocks) {
     return launch_decode_attention<ELEM, HEAD_DIM>(p, c, s);                                  \
   }                                                                                           \
   template <>                                                                                 \
-  cudaError_t decode_attention_occupancy<ELEM, HEAD_DIM>(int rows, int* blocks) {             \
-    return decode_occupancy<ELEM, HEAD_DIM>(rows, blocks);                                    \
+  cudaError_t decode_attention_occupancy<ELEM, HEAD_DIM>(const DecodeChoice& c, int* blocks) { \
+    return decode_occupancy<ELEM, HEAD_DIM>(c, blocks);                                       \
   }                                                                                           \
   }

@@ -16,8 +16,18 @@ uint64_t align256(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
 
 }  // namespace
 
-Status choose_decode_kernel(int capability, const DecodeParams& p, DecodeChoice* out) {
+Status choose_decode_kernel(int capability, int requested_path, const DecodeParams& p,
+                            DecodeChoice* out) {
   const AttentionParams& a = p.attn;
+  if (requested_path != FA_CUDA_PATH_AUTO && requested_path != FA_CUDA_PATH_SM70 &&
+      requested_path != FA_CUDA_PATH_SM75 && requested_path != FA_CUDA_PATH_SM80 &&
+      requested_path != FA_CUDA_PATH_SM90) {
+    std::ostringstream m;
+    m << "options.cuda_path: " << requested_path << " is unknown; allowed: FA_CUDA_PATH_AUTO (0), "
+      << "FA_CUDA_PATH_SM70 (70), FA_CUDA_PATH_SM75 (75), FA_CUDA_PATH_SM80 (80), "
+      << "FA_CUDA_PATH_SM90 (90)";
+    return Status::invalid(m.str());
+  }
   if (a.dtype != DType::kFloat16 && a.dtype != DType::kBFloat16) {
     return Status::unsupported(
         "q: dtype float32 is not supported by the CUDA backend; allowed: float16, bfloat16 "
@@ -48,9 +58,23 @@ Status choose_decode_kernel(int capability, const DecodeParams& p, DecodeChoice*
       << "to 256";
     return Status::unsupported(m.str());
   }
+  const bool tensor_cores =
+      requested_path == FA_CUDA_PATH_AUTO ? capability >= 80 : requested_path >= FA_CUDA_PATH_SM80;
+  if (tensor_cores && capability < 80) {
+    std::ostringstream m;
+    m << "options.cuda_path: the tensor-core decode kernel (FA_CUDA_PATH_SM80/SM90) needs "
+      << "compute capability 8.0 or newer; this device has " << capability / 10 << "."
+      << capability % 10 << "; allowed here: FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM70, "
+      << "FA_CUDA_PATH_SM75";
+    return Status::unsupported(m.str());
+  }
   const int64_t rows_total = a.group_size() * a.seqlen_q;
   int rows = 1;
-  while (rows < rows_total && rows < kDecodeRowsMax) rows *= 2;
+  if (tensor_cores) {
+    rows = kDecodeMmaRows;
+  } else {
+    while (rows < rows_total && rows < kDecodeRowsMax) rows *= 2;
+  }
   const int64_t row_chunks = (rows_total + rows - 1) / rows;
   if (a.batch > 65535 || a.heads_kv * row_chunks > 65535) {
     std::ostringstream m;
@@ -77,6 +101,8 @@ Status choose_decode_kernel(int capability, const DecodeParams& p, DecodeChoice*
   FA_RETURN_IF_ERROR(
       check_chunked(kWho, "v_cache", kv.v, {v_outer, kv.v_row_stride, kv.v_head_stride}));
   out->head_dim = head_dim;
+  out->tensor_cores = tensor_cores;
+  out->early_merge_launch = capability >= 90;
   out->rows = rows;
   out->row_chunks = static_cast<int>(row_chunks);
   out->num_splits = 1;
@@ -84,25 +110,31 @@ Status choose_decode_kernel(int capability, const DecodeParams& p, DecodeChoice*
   return Status::ok();
 }
 
+int choose_decode_warps(int64_t blocks, int sms, int head_dim) {
+  return head_dim < 256 && blocks < 2 * int64_t(sms) ? 8 : 4;
+}
+
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm) {
   if (blocks <= 0) return 1;
   const int64_t resident = int64_t(std::max(sms, 1)) * std::max(blocks_per_sm, 1);
-  // At most ~4 waves: past that the last wave's tail is already small.
-  const int64_t limit = std::min<int64_t>(
-      {FA_MAX_DECODE_SPLITS, std::max<int64_t>(1, max_keys / kMinKeysPerSplit),
-       std::max<int64_t>(1, (4 * resident + blocks - 1) / blocks)});
-  // Efficiency of s splits: the fraction of the slots busy over all waves
-  // (every block reads about the same number of keys).
-  auto efficiency = [&](int64_t s) {
-    const double waves = double(blocks * s) / double(resident);
-    return waves / std::ceil(waves);
+  const int64_t limit = std::min<int64_t>(FA_MAX_DECODE_SPLITS,
+                                          std::max<int64_t>(1, max_keys / kMinKeysPerSplit));
+  // Modelled time of s splits: waves of resident blocks, each as long as one
+  // block's keys plus its fixed cost (reading the lengths and the first
+  // tiles, merging its warps, writing a partial). More splits shorten the
+  // blocks and fill the last wave; past that they add fixed costs.
+  auto cost = [&](int64_t s) {
+    const int64_t waves = (blocks * s + resident - 1) / resident;
+    return waves * ((max_keys + s - 1) / s + kBlockFixedKeys);
   };
-  // The fewest splits that keep 90% of the slots busy: each split adds a
-  // partial state to write and merge. Failing that, the best.
   int64_t best = 1;
-  for (int64_t s = 1; s <= limit; ++s) {
-    if (efficiency(s) >= 0.9) return static_cast<int>(s);
-    if (efficiency(s) > efficiency(best)) best = s;
+  for (int64_t s = 2; s <= limit; ++s) {
+    if (cost(s) < cost(best)) best = s;
+  }
+  // The fewest splits within 2% of the best: the model leaves out what each
+  // split adds (a partial state written and merged, one more wave's tail).
+  for (int64_t s = 1; s < best; ++s) {
+    if (cost(s) * 100 <= cost(best) * 102) return static_cast<int>(s);
   }
   return static_cast<int>(best);
 }

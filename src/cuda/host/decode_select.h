@@ -11,29 +11,50 @@
 
 namespace fastattn::cuda {
 
-// A decode block works on kDecodeRowsMax query rows at most; a split covers
-// at least kMinKeysPerSplit keys, so its fixed costs (loading q, merging its
-// lanes, writing a float32 partial) stay small beside its reads.
+// A CUDA-core decode block works on kDecodeRowsMax query rows at most, a
+// tensor-core block on kDecodeMmaRows. A split covers at least
+// kMinKeysPerSplit keys (one 16-key tile for each of 4 warps); a block's
+// fixed cost is about the time it takes to read kBlockFixedKeys keys.
 inline constexpr int kDecodeRowsMax = 8;
-inline constexpr int kMinKeysPerSplit = 128;
+inline constexpr int kDecodeMmaRows = 16;
+inline constexpr int kMinKeysPerSplit = 64;
+inline constexpr int kBlockFixedKeys = 128;
 
 struct DecodeChoice {
   int head_dim = 0;    // instantiated head dim: 64, 128 or 256
-  int rows = 0;        // query rows per block: 1, 2, 4 or 8
+  // mma.sync m16n8k16 over 16 packed query rows (sm80 and newer), else
+  // CUDA cores over 1 to 8 rows.
+  bool tensor_cores = false;
+  // The merge of the splits launches behind the attention kernel while its
+  // last blocks run (programmatic dependent launch, sm90 and newer).
+  bool early_merge_launch = false;
+  int warps = 4;       // tensor cores: warps per block, 4 or 8 (choose_decode_warps)
+  int rows = 0;        // query rows per block: 16 on tensor cores, else 1, 2, 4 or 8
   int row_chunks = 0;  // blocks per (sequence, KV head, split) to cover G * Lq rows
   int num_splits = 1;
   uint64_t workspace_bytes = 0;
 };
 
 // Checks the problem against what the decode kernels take and fills the
-// kernel shape (head_dim, rows, row_chunks). `capability` is major * 10 +
-// minor. On failure the status names the argument and `out` is untouched.
-Status choose_decode_kernel(int capability, const DecodeParams& p, DecodeChoice* out);
+// kernel shape (head_dim, tensor_cores, rows, row_chunks). `capability` is
+// major * 10 + minor; `requested_path` an fa_cuda_path: FA_CUDA_PATH_SM70 and
+// SM75 force the CUDA-core kernel, SM80 and SM90 the tensor-core one (sm80
+// and newer), AUTO takes tensor cores where the device has them. On failure
+// the status names the argument and `out` is untouched.
+Status choose_decode_kernel(int capability, int requested_path, const DecodeParams& p,
+                            DecodeChoice* out);
 
-// Splits per (sequence, KV head, row chunk): the fewest that keep 90% of
-// the resident slots (sms * blocks_per_sm) busy over all waves, so neither
-// a batch of one nor a last, partial wave leaves SMs idle; never splits
-// shorter than kMinKeysPerSplit keys.
+// Warps per tensor-core block for `blocks` (sequence, KV head, row chunk)
+// triples on `sms` SMs: 8 (one block per SM, the fewest blocks and partial
+// states) while they fit in a wave or two; 4 (two blocks per SM, so one's
+// start and end overlap the other's reads) for more, and always at D = 256,
+// whose 8 rings would not fit in shared memory.
+int choose_decode_warps(int64_t blocks, int sms, int head_dim);
+
+// Splits per (sequence, KV head, row chunk): those that minimise waves of
+// resident blocks (sms * blocks_per_sm) times each block's keys plus its
+// fixed cost, so neither a batch of one nor a last, partial wave leaves SMs
+// idle; never splits shorter than kMinKeysPerSplit keys.
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm);
 
 // Device memory for the splits' float32 partial O and LSE (0 for one split).

@@ -92,19 +92,31 @@ Status run_forward(const AttentionParams& p, const fa_run_options* options) {
 
 namespace fastattn::gpu {
 
+// The decode kernel for `p` on `device`, with its block shape; `sms` gets
+// the device's SM count.
+Status choose_decode(int device, const DecodeParams& p, const fa_run_options* options,
+                     cuda::DecodeChoice* choice, int* sms) {
+  FA_RETURN_IF_ERROR(cuda::choose_decode_kernel(cuda::device_capability(device),
+                                                 requested_path(options), p, choice));
+  const cudaError_t err = cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return device_error("cudaDeviceGetAttribute", err);
+  if (choice->tensor_cores) {
+    choice->warps = cuda::choose_decode_warps(p.attn.batch * p.attn.heads_kv * choice->row_chunks,
+                                              *sms, choice->head_dim);
+  }
+  return Status::ok();
+}
+
 Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
-  int device = 0;
+  int device = 0, sms = 0;
   FA_RETURN_IF_ERROR(device_holding(p.attn.q, &device));
   cuda::DecodeChoice choice;
-  FA_RETURN_IF_ERROR(cuda::choose_decode_kernel(cuda::device_capability(device), p, &choice));
-  (void)options;
+  FA_RETURN_IF_ERROR(choose_decode(device, p, options, &choice, &sms));
   int splits = p.num_splits;
   if (splits == 0) {
     cuda::DeviceGuard guard(device);
-    int sms = 0, blocks_per_sm = 0;
-    cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    if (err != cudaSuccess) return device_error("cudaDeviceGetAttribute", err);
-    err = cuda::decode_blocks_per_sm(p.attn.dtype, choice, &blocks_per_sm);
+    int blocks_per_sm = 0;
+    const cudaError_t err = cuda::decode_blocks_per_sm(p.attn.dtype, choice, &blocks_per_sm);
     if (err != cudaSuccess) return device_error("decode occupancy", err);
     const int64_t blocks = p.attn.batch * p.attn.heads_kv * choice.row_chunks;
     splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm);
@@ -116,10 +128,10 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
 
 Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* workspace,
                   const fa_run_options* options) {
-  int device = 0;
+  int device = 0, sms = 0;
   FA_RETURN_IF_ERROR(device_holding(p.attn.q, &device));
   cuda::DecodeChoice choice;
-  FA_RETURN_IF_ERROR(cuda::choose_decode_kernel(cuda::device_capability(device), p, &choice));
+  FA_RETURN_IF_ERROR(choose_decode(device, p, options, &choice, &sms));
   if (plan.num_splits < 1 || plan.num_splits > FA_MAX_DECODE_SPLITS) {
     return Status::invalid("plan: num_splits is out of range; pass the plan fa_plan_decode made");
   }

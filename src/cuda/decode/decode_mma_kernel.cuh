@@ -1,0 +1,455 @@
+// Split-KV decode attention on tensor cores (mma.sync m16n8k16, sm80 and
+// newer).
+//
+// A block = one (sequence, KV head, chunk of 16 query rows, key split). The
+// rows are the (new token, query head) pairs that share the KV head (GQA
+// packing: K and V are read once for all of them), padded to the 16 rows of
+// one MMA tile. Padding costs nothing that matters: decoding is bound by the
+// cache read, and one m16n8k16 does the dot products of 16 rows with 8 keys
+// over 16 dims in one instruction, so a 16-key tile costs about 9 warp
+// instructions a key whatever the row count (the CUDA-core kernel spends
+// about 19 a key a row).
+//
+// Each warp streams its own 16-key K/V tiles (every kWarps-th tile of the
+// split) through a private cp.async ring and keeps its own online softmax
+// state, so the mainloop has no block barrier; the warps' states are merged
+// through shared memory at the end. With several splits each block writes a
+// float32 partial (O, LSE) that decode_combine_kernel merges.
+#pragma once
+
+#include <cfloat>
+#include <cstdint>
+
+#include "cuda/common/mma.cuh"
+#include "cuda/common/ptx.cuh"
+#include "cuda/common/swizzle.cuh"
+#include "cuda/decode/decode_kernel.cuh"
+#include "cuda/decode/decode_params.h"
+#include "cuda/decode/elem.cuh"
+#include "cuda/decode/rotary.cuh"
+
+namespace fastattn::cuda {
+
+template <typename Elem_, int kHeadDim_, int kWarps_, int kStages_, int kMinBlocks_ = 1>
+struct DecodeMmaTraits {
+  using Elem = Elem_;
+  static constexpr int kHeadDim = kHeadDim_;  // padded; the problem's may be smaller
+  static constexpr int kWarps = kWarps_;
+  static constexpr int kThreads = kWarps * 32;
+  static constexpr int kStages = kStages_;
+  static constexpr int kMinBlocks = kMinBlocks_;  // resident blocks per SM the registers allow
+  static constexpr int kRows = 16;      // query rows of a block: one MMA tile
+  static constexpr int kTileKeys = 16;  // keys a warp moves and computes per step
+  static constexpr int kRowChunks = kHeadDim / 8;            // 16-byte chunks in a row
+  static constexpr int kCopyRowsPerPass = 32 / kRowChunks;   // rows a warp copies at once
+  static constexpr int kCopyPasses = kTileKeys / kCopyRowsPerPass;
+  static constexpr int kTileBytes = kTileKeys * kHeadDim * 2;
+  static constexpr int kStageBytes = 2 * kTileBytes;  // K tile, then V tile
+  static constexpr int kQBytes = kRows * kHeadDim * 2;
+  static constexpr int kRingBytes = kWarps * kStages * kStageBytes;
+  // Q in registers for the whole loop up to D = 128; at D = 256 its 64
+  // registers would not fit beside the 128 of O, so it is re-read from
+  // shared memory each tile (16 ldmatrix a tile, cheap beside the copy).
+  static constexpr bool kQInRegisters = kHeadDim <= 128;
+  // After the loop the ring is reused to merge the warps' states.
+  // Floats per row of O: the +8 spreads the fragments' float2 stores of
+  // rows g and g + 1 over different banks.
+  static constexpr int kMergeStride = kHeadDim + 8;
+  static constexpr int kMergeBytes = (kWarps * kRows * kMergeStride + 2 * kWarps * kRows) * 4;
+  static constexpr int kSmemBytes =
+      kQBytes + (kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes);
+  static_assert(kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 64, 128 or 256");
+};
+
+namespace decode_mma {
+
+// Base-2 score of a raw dot product: s * scale_log2, or with a softcap
+// log2(e) * cap * tanh(s * scale / cap), cap * tanh(x) = cap - 2 cap / (1 + e^{2x}).
+__device__ __forceinline__ float score_log2(const DecodeKernelParams& p, float s) {
+  if (p.softcap > 0.f) {
+    const float x = s * p.softcap_inv_scale;
+    return (p.softcap - 2.f * p.softcap * rcp(1.f + ex2(x * 2.8853900817779268f))) *
+           1.4426950408889634f;
+  }
+  return s * p.scale_log2;
+}
+
+}  // namespace decode_mma
+
+template <typename Traits>
+__global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
+    decode_mma_kernel(const DecodeKernelParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // mma.sync m16n8k16 and cp.async: the planner never picks this kernel below sm80
+#else
+  using Elem = typename Traits::Elem;
+  constexpr int kRows = Traits::kRows, kTileKeys = Traits::kTileKeys;
+  constexpr int kWarps = Traits::kWarps, kStages = Traits::kStages;
+  constexpr int kRowChunks = Traits::kRowChunks, kKSteps = Traits::kHeadDim / 16;
+  constexpr int kNTiles = Traits::kHeadDim / 8;  // n8 tiles of O
+  constexpr float kNegInf = -INFINITY;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  const uint32_t q_smem = smem_addr(smem);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const uint32_t ring = q_smem + Traits::kQBytes + warp * kStages * Traits::kStageBytes;
+
+  // Grid: x = (split, row chunk) with the chunk fastest, so the blocks that
+  // read the same keys run together and share them through L2.
+  const int row_chunks = (p.group_size * p.seqlen_q + kRows - 1) / kRows;
+  const int chunk = blockIdx.x % row_chunks;
+  const int split = blockIdx.x / row_chunks;
+  const int h_kv = blockIdx.y;
+  const int b = blockIdx.z;
+  // The merge kernel that follows may be scheduled now: it waits for this
+  // grid's completion before reading anything, and its launch latency then
+  // overlaps the last wave.
+  allow_dependent_launch();
+  const int keys = p.cache_seqlens[b] + p.new_tokens;
+  const int rows_total = p.group_size * p.seqlen_q;
+
+  // The block's key range is the union of its rows' ranges; `full` is their
+  // intersection: tiles inside it need no per-row mask. A thread's own two
+  // rows are g and g + 8 of the MMA fragments.
+  int block_begin = keys, block_end = 0, full_begin = 0, full_end = keys;
+  if (p.seqlen_q == 1) {  // every row is the same token
+    const RowRange rr = row_keys(p, 0, keys);
+    block_begin = full_begin = rr.begin;
+    block_end = full_end = rr.end;
+  } else {
+    for (int r = 0; r < kRows; ++r) {
+      const int row = chunk * kRows + r;
+      if (row >= rows_total) break;
+      const RowRange rr = row_keys(p, row / p.group_size, keys);
+      if (rr.begin < rr.end) {
+        block_begin = min(block_begin, rr.begin);
+        block_end = max(block_end, rr.end);
+      }
+      full_begin = max(full_begin, rr.begin);
+      full_end = min(full_end, rr.end);
+    }
+  }
+  const int g = lane / 4, t = lane % 4;
+  RowRange own[2];
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int row = chunk * kRows + g + 8 * half;
+    own[half] = row < rows_total ? row_keys(p, row / p.group_size, keys) : RowRange{0, 0};
+  }
+
+  // This split's tiles: tiles sit at multiples of kTileKeys (so a page of
+  // 16k keys never straddles one), an equal share in whole rounds of kWarps.
+  int tile_begin = 0, tile_end = 0;
+  if (block_begin < block_end) {
+    const int first = block_begin / kTileKeys;
+    const int count = (block_end + kTileKeys - 1) / kTileKeys - first;
+    int per_split = (count + p.num_splits - 1) / p.num_splits;
+    per_split = (per_split + kWarps - 1) / kWarps * kWarps;
+    tile_begin = min(first + count, first + split * per_split);
+    tile_end = min(first + count, tile_begin + per_split);
+  }
+  const int my_tiles = tile_begin + warp < tile_end ? (tile_end - tile_begin - warp + kWarps - 1) / kWarps : 0;
+  auto tile_of = [&](int i) { return tile_begin + warp + i * kWarps; };
+
+  // Copies: lane -> (chunk, rows lane / kRowChunks + pass * kCopyRowsPerPass).
+  const int copy_chunk = lane % kRowChunks;
+  const int copy_row0 = lane / kRowChunks;
+  const bool chunk_live = copy_chunk * 8 < p.head_dim;  // head-dim padding stays zero
+  const Elem* k_base = static_cast<const Elem*>(p.k) + int64_t(h_kv) * p.k_head_stride + copy_chunk * 8;
+  const Elem* v_base = static_cast<const Elem*>(p.v) + int64_t(h_kv) * p.v_head_stride + copy_chunk * 8;
+  // Pages of whole tiles (pages of 16k keys; tiles never straddle them):
+  // lane l holds the page of this warp's tile 32 k + l in batch k, two
+  // batches in registers and each loaded 32 tiles before its first use, so
+  // a tile's page is one shuffle, never a wait on the page table.
+  const bool tile_pages = p.page_table != nullptr && p.page_size.divisor % kTileKeys == 0;
+  const int32_t* seq_pages =
+      p.page_table != nullptr ? p.page_table + int64_t(b) * p.page_table_stride : nullptr;
+  auto load_batch = [&](int k) {
+    const int i = 32 * k + lane;
+    return tile_pages && i < my_tiles ? seq_pages[p.page_size.div(tile_of(i) * kTileKeys)] : 0;
+  };
+  int batch_even = load_batch(0), batch_odd = load_batch(1);
+  // Page of each key this lane copies in the next tile, looked up one issue
+  // ahead (per key for other page sizes) so the page-table loads are in
+  // flight during a tile's math.
+  int next_page[Traits::kCopyPasses];
+  auto look_up = [&](int i) {
+    if (p.page_table == nullptr) {
+#pragma unroll
+      for (int pass = 0; pass < Traits::kCopyPasses; ++pass) next_page[pass] = b;
+    } else if (tile_pages) {
+      if (i % 32 == 0 && i >= 32) {  // batch i / 32 starts: fetch the one after it
+        if ((i / 32) % 2 == 1) {
+          batch_even = load_batch(i / 32 + 1);
+        } else {
+          batch_odd = load_batch(i / 32 + 1);
+        }
+      }
+      const int page = __shfl_sync(0xffffffffu, (i / 32) % 2 == 1 ? batch_odd : batch_even, i % 32);
+#pragma unroll
+      for (int pass = 0; pass < Traits::kCopyPasses; ++pass) next_page[pass] = page;
+    } else {
+      const int key0 = tile_of(i) * kTileKeys;
+#pragma unroll
+      for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
+        const int key = key0 + copy_row0 + pass * Traits::kCopyRowsPerPass;
+        next_page[pass] = key < block_end ? seq_pages[p.page_size.div(key)] : 0;
+      }
+    }
+  };
+  auto issue = [&](int i) {
+    const int tile = tile_of(i);
+    const uint32_t stage = ring + (i % kStages) * Traits::kStageBytes;
+#pragma unroll
+    for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
+      const int r = copy_row0 + pass * Traits::kCopyRowsPerPass;
+      const int key = tile * kTileKeys + r;
+      const bool valid = chunk_live && key >= block_begin && key < block_end;
+      const int row =
+          p.page_table == nullptr ? key : key - int(p.page_size.div(key) * p.page_size.divisor);
+      const Elem* k_src = k_base;
+      const Elem* v_src = v_base;
+      if (valid) {
+        k_src += int64_t(next_page[pass]) * p.k_page_stride + int64_t(row) * p.k_row_stride;
+        v_src += int64_t(next_page[pass]) * p.v_page_stride + int64_t(row) * p.v_row_stride;
+      }
+      const uint32_t at = swizzled_offset<kRowChunks>(r, copy_chunk);
+      cp_async_16(stage + at, k_src, valid);
+      cp_async_16(stage + Traits::kTileBytes + at, v_src, valid);
+    }
+    if (i + 1 < my_tiles) look_up(i + 1);
+  };
+  if (my_tiles > 0) look_up(0);
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < my_tiles) issue(i);
+    cp_async_commit();
+  }
+
+  // Queries into shared memory while the first tiles are in flight: rotated
+  // (and rounded to the dtype, as a stored rotated q would be) when the call
+  // appends with rotary; padding rows and dims are zeros.
+  for (int task = threadIdx.x; task < kRows * kRowChunks; task += Traits::kThreads) {
+    const int r = task / kRowChunks, c = task % kRowChunks;
+    const int row = chunk * kRows + r;
+    uint4 packed = make_uint4(0, 0, 0, 0);
+    if (row < rows_total && c * 8 < p.head_dim) {
+      const int token = row / p.group_size;
+      const int head = h_kv * p.group_size + row % p.group_size;
+      const Elem* qrow = static_cast<const Elem*>(p.q) + int64_t(b) * p.q_batch_stride +
+                         int64_t(token) * p.q_row_stride + int64_t(head) * p.q_head_stride;
+      if (p.rotary_style == kRotaryNone) {
+        packed = *reinterpret_cast<const uint4*>(qrow + c * 8);
+      } else {
+        const int pos = p.cache_seqlens[b] + token;
+        const float* cos_row = p.rotary_cos + int64_t(pos) * p.cos_row_stride;
+        const float* sin_row = p.rotary_sin + int64_t(pos) * p.sin_row_stride;
+        float f[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+          f[e] = rotary_element(qrow, c * 8 + e, p.rotary_style, p.rotary_dim, cos_row, sin_row);
+        }
+        packed = pack8<Elem>(f);
+      }
+    }
+    *reinterpret_cast<uint4*>(smem + swizzled_offset<kRowChunks>(r, c)) = packed;
+  }
+  __syncthreads();
+
+  // A fragments of Q, k-step kk: rows lane % 16, chunk 2 kk + lane / 16.
+  auto load_q = [&](uint32_t (&qa)[4], int kk) {
+    ldmatrix_x4(qa, q_smem + swizzled_offset<kRowChunks>(lane % 16, 2 * kk + lane / 16));
+  };
+  uint32_t q_frag[Traits::kQInRegisters ? kKSteps : 1][4];
+  if constexpr (Traits::kQInRegisters) {
+#pragma unroll
+    for (int kk = 0; kk < kKSteps; ++kk) load_q(q_frag[kk], kk);
+  }
+
+  float o[kNTiles][4];
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
+
+  for (int i = 0; i < my_tiles; ++i) {
+    // The next copy goes into the stage tile i - 1 used, so it is issued as
+    // soon as every lane is done reading that, before waiting for tile i:
+    // kStages tiles stay in flight while the warp waits.
+    __syncwarp();
+    if (i + kStages - 1 < my_tiles) issue(i + kStages - 1);
+    cp_async_commit();
+    cp_async_wait<kStages - 1>();  // this lane's copies of tile i landed
+    __syncwarp();                  // and every other lane's (ldmatrix reads them all)
+    const uint32_t k_tile = ring + (i % kStages) * Traits::kStageBytes;
+    const uint32_t v_tile = k_tile + Traits::kTileBytes;
+    const int key0 = tile_of(i) * kTileKeys;
+
+    // S = Q K^T for 16 keys: n-tile j holds keys 8j..8j+7. ldmatrix matrix
+    // lane/8 = (keys (lane/16)*8.., chunk 2kk + (lane/8)%2).
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+    for (int kk = 0; kk < kKSteps; ++kk) {
+      uint32_t kb[4];
+      ldmatrix_x4(kb, k_tile + swizzled_offset<kRowChunks>((lane / 16) * 8 + lane % 8,
+                                                           2 * kk + (lane / 8) % 2));
+      if constexpr (Traits::kQInRegisters) {
+        mma_16816<Elem>(s[0], q_frag[kk], kb[0], kb[1]);
+        mma_16816<Elem>(s[1], q_frag[kk], kb[2], kb[3]);
+      } else {
+        uint32_t qa[4];
+        load_q(qa, kk);
+        mma_16816<Elem>(s[0], qa, kb[0], kb[1]);
+        mma_16816<Elem>(s[1], qa, kb[2], kb[3]);
+      }
+    }
+
+    // Online softmax in base 2. Element e of n-tile j is key 8j + 2t + e%2
+    // of row g (e < 2) or g + 8.
+    const bool needs_mask = key0 < full_begin || key0 + kTileKeys > full_end;
+    float row_max[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int half = e / 2;
+        float x = decode_mma::score_log2(p, s[j][e]);
+        if (needs_mask) {
+          const int key = key0 + 8 * j + 2 * t + e % 2;
+          if (key < own[half].begin || key >= own[half].end) x = kNegInf;
+        }
+        s[j][e] = x;
+        row_max[half] = fmaxf(row_max[half], x);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      row_max[half] = fmaxf(row_max[half], __shfl_xor_sync(0xffffffffu, row_max[half], 1));
+      row_max[half] = fmaxf(row_max[half], __shfl_xor_sync(0xffffffffu, row_max[half], 2));
+      const float ref = row_max[half] == kNegInf ? 0.f : row_max[half];
+      alpha[half] = ex2(m[half] - ref);
+      m[half] = row_max[half];
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        s[j][2 * half] = ex2(s[j][2 * half] - ref);
+        s[j][2 * half + 1] = ex2(s[j][2 * half + 1] - ref);
+      }
+      l[half] = l[half] * alpha[half] + (s[0][2 * half] + s[0][2 * half + 1]) +
+                (s[1][2 * half] + s[1][2 * half + 1]);
+    }
+    // O only needs rescaling when some row's maximum moved, which after the
+    // first tiles is rare.
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int n = 0; n < kNTiles; ++n) {
+        o[n][0] *= alpha[0];
+        o[n][1] *= alpha[0];
+        o[n][2] *= alpha[1];
+        o[n][3] *= alpha[1];
+      }
+    }
+
+    // O += P V: P's C fragments are the A fragment of one k16 step.
+    const uint32_t pa[4] = {pack2<Elem>(s[0][0], s[0][1]), pack2<Elem>(s[0][2], s[0][3]),
+                            pack2<Elem>(s[1][0], s[1][1]), pack2<Elem>(s[1][2], s[1][3])};
+#pragma unroll
+    for (int n2 = 0; n2 < kNTiles / 2; ++n2) {
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, v_tile + swizzled_offset<kRowChunks>(((lane / 8) % 2) * 8 + lane % 8,
+                                                                 2 * n2 + lane / 16));
+      mma_16816<Elem>(o[2 * n2], pa, vb[0], vb[1]);
+      mma_16816<Elem>(o[2 * n2 + 1], pa, vb[2], vb[3]);
+    }
+  }
+
+  // Merge the warps' states through the ring's memory.
+  cp_async_wait<0>();
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 1);
+    l[half] += __shfl_xor_sync(0xffffffffu, l[half], 2);
+  }
+  __syncthreads();
+  float* merge = reinterpret_cast<float*>(smem + Traits::kQBytes);
+  auto s_o = reinterpret_cast<float(*)[kRows][Traits::kMergeStride]>(merge);
+  float* s_m = merge + kWarps * kRows * Traits::kMergeStride;  // [kWarps][kRows]
+  float* s_l = s_m + kWarps * kRows;
+#pragma unroll
+  for (int n = 0; n < kNTiles; ++n) {
+    *reinterpret_cast<float2*>(&s_o[warp][g][8 * n + 2 * t]) = make_float2(o[n][0], o[n][1]);
+    *reinterpret_cast<float2*>(&s_o[warp][g + 8][8 * n + 2 * t]) = make_float2(o[n][2], o[n][3]);
+  }
+  if (t == 0) {
+    s_m[warp * kRows + g] = m[0];
+    s_m[warp * kRows + g + 8] = m[1];
+    s_l[warp * kRows + g] = l[0];
+    s_l[warp * kRows + g + 8] = l[1];
+  }
+  __syncthreads();
+
+  // Each thread finishes 8 dims of one row: the warps' weights recomputed
+  // from the row's maxima (kWarps values, cheaper than another barrier).
+  auto row_of = [&](int r) { return chunk * kRows + r; };
+  for (int task = threadIdx.x; task < kRows * kRowChunks; task += Traits::kThreads) {
+    const int r = task / kRowChunks, dv = (task % kRowChunks) * 8;
+    if (row_of(r) >= rows_total) continue;
+    float row_max = kNegInf;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) row_max = fmaxf(row_max, s_m[w * kRows + r]);
+    const float ref = row_max == kNegInf ? 0.f : row_max;
+    float weight[kWarps], sum = 0.f;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) {
+      weight[w] = ex2(s_m[w * kRows + r] - ref);
+      sum += s_l[w * kRows + r] * weight[w];
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+    const int tok = row_of(r) / p.group_size;
+    const int hq = h_kv * p.group_size + row_of(r) % p.group_size;
+    // Natural-log LSE of the row's scores over this split's keys.
+    const float lse = sum > 0.f ? (ref + __log2f(sum)) * 0.6931471805599453f : kNegInf;
+    if (dv < p.head_dim) {
+      float acc[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[e] = 0.f;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float4 x0 = *reinterpret_cast<const float4*>(&s_o[w][r][dv]);
+        const float4 x1 = *reinterpret_cast<const float4*>(&s_o[w][r][dv + 4]);
+        const float c = weight[w] * inv;
+        acc[0] = fmaf(c, x0.x, acc[0]);
+        acc[1] = fmaf(c, x0.y, acc[1]);
+        acc[2] = fmaf(c, x0.z, acc[2]);
+        acc[3] = fmaf(c, x0.w, acc[3]);
+        acc[4] = fmaf(c, x1.x, acc[4]);
+        acc[5] = fmaf(c, x1.y, acc[5]);
+        acc[6] = fmaf(c, x1.z, acc[6]);
+        acc[7] = fmaf(c, x1.w, acc[7]);
+      }
+      if (p.num_splits == 1) {
+        Elem* orow = static_cast<Elem*>(p.out) + int64_t(b) * p.out_batch_stride +
+                     int64_t(tok) * p.out_row_stride + int64_t(hq) * p.out_head_stride;
+        *reinterpret_cast<uint4*>(orow + dv) = pack8<Elem>(acc);
+      } else {
+        const int64_t row_index =
+            ((int64_t(split) * p.batch + b) * p.seqlen_q + tok) * p.heads_q + hq;
+        float4* dst = reinterpret_cast<float4*>(p.partial_o + row_index * p.head_dim + dv);
+        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+      }
+    }
+    if (dv == 0) {
+      if (p.num_splits == 1) {
+        if (p.lse != nullptr) {
+          p.lse[int64_t(b) * p.lse_batch_stride + int64_t(hq) * p.lse_head_stride +
+                int64_t(tok) * p.lse_row_stride] = lse;
+        }
+      } else {
+        p.partial_lse[((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.seqlen_q + tok] = lse;
+      }
+    }
+  }
+#endif
+}
+
+}  // namespace fastattn::cuda
