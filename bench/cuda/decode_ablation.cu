@@ -25,21 +25,14 @@
 
 #include "cuda/decode/decode_kernel.cuh"
 #include "cuda/decode/decode_mma_kernel.cuh"
+#include "cuda/decode_launch.h"
 #include "cuda/host/decode_select.h"
+#include "check_cuda.cuh"
 #include "device_random.cuh"
 
 namespace {
 
 using namespace fastattn::cuda;
-
-#define CHECK_CUDA(x)                                                                         \
-  do {                                                                                        \
-    const cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                           \
-    }                                                                                         \
-  } while (0)
 
 constexpr int kD = 128, kHq = 32;
 using Elem = __half;
@@ -81,17 +74,7 @@ struct Variant {
 };
 
 void launch_combine(const DecodeKernelParams& p, cudaStream_t stream, bool programmatic) {
-  const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>((rows + 3) / 4));
-  cfg.blockDim = dim3(128);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = programmatic ? 1 : 0;
-  CHECK_CUDA(cudaLaunchKernelEx(&cfg, decode_combine_kernel<Elem>, p));
+  CHECK_CUDA(launch_decode_merge(p, fastattn::DType::kFloat16, programmatic, stream));
 }
 
 template <int kWarps, int kStages, int kMinBlocks = 1>

@@ -20,20 +20,12 @@
 
 #include "api/params.h"
 #include "cuda/flash_launch.h"
+#include "check_cuda.cuh"
 #include "device_random.cuh"
 
 using fastattn::AttentionParams;
 using fastattn::DType;
 using fastattn::MaskParams;
-
-#define CHECK_CUDA(x)                                                                   \
-  do {                                                                                  \
-    cudaError_t e_ = (x);                                                               \
-    if (e_ != cudaSuccess) {                                                            \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                     \
-    }                                                                                   \
-  } while (0)
 
 namespace {
 

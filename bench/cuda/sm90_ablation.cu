@@ -18,21 +18,13 @@
 #include <vector>
 
 #include "cuda/fwd/launch_sm90.cuh"
+#include "check_cuda.cuh"
 #include "device_random.cuh"
 
 namespace {
 
 using fastattn::cuda::FwdParams;
 using fastattn::cuda::Sm90Traits;
-
-#define CHECK_CUDA(x)                                                                      \
-  do {                                                                                     \
-    const cudaError_t e_ = (x);                                                            \
-    if (e_ != cudaSuccess) {                                                               \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-      std::exit(2);                                                                        \
-    }                                                                                      \
-  } while (0)
 
 using fastattn::bench::fill_normal;
 

@@ -92,17 +92,7 @@ cudaError_t launch_typed(const DecodeChoice& c, const DecodeParams& d, const Dec
     case 256: err = run_decode_attention<Elem, 256>(p, c, stream); break;
   }
   if (err != cudaSuccess || c.num_splits == 1) return err;
-  const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>((rows + 3) / 4));
-  config.blockDim = dim3(128);
-  config.stream = stream;
-  cudaLaunchAttribute early[1];
-  early[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  early[0].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = early;
-  config.numAttrs = c.early_merge_launch ? 1 : 0;
-  return cudaLaunchKernelEx(&config, decode_combine_kernel<Elem>, p);
+  return launch_decode_merge(p, d.attn.dtype, c.early_merge_launch, stream);
 }
 
 template <typename Elem>
@@ -116,6 +106,23 @@ cudaError_t occupancy_typed(const DecodeChoice& c, int* blocks) {
 }
 
 }  // namespace
+
+cudaError_t launch_decode_merge(const DecodeKernelParams& p, DType dtype, bool early,
+                                cudaStream_t stream) {
+  const int64_t rows = int64_t(p.batch) * p.seqlen_q * p.heads_q;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>((rows + 3) / 4));
+  config.blockDim = dim3(128);
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attribute[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attribute;
+  config.numAttrs = early ? 1 : 0;
+  return dtype == DType::kBFloat16
+             ? cudaLaunchKernelEx(&config, decode_combine_kernel<__nv_bfloat16>, p)
+             : cudaLaunchKernelEx(&config, decode_combine_kernel<__half>, p);
+}
 
 cudaError_t decode_blocks_per_sm(DType dtype, const DecodeChoice& choice, int* blocks) {
   return dtype == DType::kBFloat16 ? occupancy_typed<__nv_bfloat16>(choice, blocks)

@@ -19,6 +19,12 @@ cudaError_t decode_blocks_per_sm(DType dtype, const DecodeChoice& choice, int* b
 cudaError_t launch_decode(const DecodeChoice& choice, const DecodeParams& p, void* workspace,
                           cudaStream_t stream);
 
+// The merge of p.num_splits partial states into p.out (and p.lse). With
+// `early` it is launched with programmatic stream serialization (sm90), so
+// it is scheduled while the attention kernel's last blocks still run.
+cudaError_t launch_decode_merge(const DecodeKernelParams& p, DType dtype, bool early,
+                                cudaStream_t stream);
+
 // fa_merge_states for tensors on one GPU.
 cudaError_t launch_merge(const MergeParams& p, cudaStream_t stream);
 

@@ -67,6 +67,38 @@ __device__ __forceinline__ RowRange row_keys(const DecodeKernelParams& p, int i,
   return {begin, end};
 }
 
+// Writes 8 finished elements (dims dv..dv+7) of the row of new token `tok`,
+// query head `hq`: to `out` when the call has one split, else as split
+// `split`'s float32 partial O.
+template <typename Elem>
+__device__ __forceinline__ void store_row_chunk(const DecodeKernelParams& p, int split, int b,
+                                                int tok, int hq, int dv, const float (&acc)[8]) {
+  if (p.num_splits == 1) {
+    Elem* orow = static_cast<Elem*>(p.out) + int64_t(b) * p.out_batch_stride +
+                 int64_t(tok) * p.out_row_stride + int64_t(hq) * p.out_head_stride;
+    *reinterpret_cast<uint4*>(orow + dv) = pack8<Elem>(acc);
+  } else {
+    const int64_t row_index = ((int64_t(split) * p.batch + b) * p.seqlen_q + tok) * p.heads_q + hq;
+    float4* dst = reinterpret_cast<float4*>(p.partial_o + row_index * p.head_dim + dv);
+    dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+  }
+}
+
+// The row's natural-log LSE over the split's keys: to `lse` (when given)
+// with one split, else as the split's partial LSE.
+__device__ __forceinline__ void store_row_lse(const DecodeKernelParams& p, int split, int b,
+                                              int tok, int hq, float lse) {
+  if (p.num_splits == 1) {
+    if (p.lse != nullptr) {
+      p.lse[int64_t(b) * p.lse_batch_stride + int64_t(hq) * p.lse_head_stride +
+            int64_t(tok) * p.lse_row_stride] = lse;
+    }
+  } else {
+    p.partial_lse[((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.seqlen_q + tok] = lse;
+  }
+}
+
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads)
     decode_split_kernel(const DecodeKernelParams p) {
@@ -343,30 +375,11 @@ __global__ void __launch_bounds__(Traits::kThreads)
 #pragma unroll
       for (int e = 0; e < kVec; ++e) acc[e] = fmaf(w, s_o[g][r][dv + e], acc[e]);
     }
-    if (p.num_splits == 1) {
-      Elem* orow = static_cast<Elem*>(p.out) + int64_t(b) * p.out_batch_stride +
-                   int64_t(tok) * p.out_row_stride + int64_t(hq) * p.out_head_stride;
-      *reinterpret_cast<uint4*>(orow + dv) = pack8<Elem>(acc);
-    } else {
-      const int64_t row_index =
-          ((int64_t(split) * p.batch + b) * p.seqlen_q + tok) * p.heads_q + hq;
-      float4* dst = reinterpret_cast<float4*>(p.partial_o + row_index * p.head_dim + dv);
-      dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-      dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-    }
+    store_row_chunk<Elem>(p, split, b, tok, hq, dv, acc);
   }
   if (threadIdx.x < kRows && row_of(threadIdx.x) < rows_total) {
     const int r = threadIdx.x;
-    const int tok = token_of(r), hq = head_of(r);
-    if (p.num_splits == 1) {
-      if (p.lse != nullptr) {
-        p.lse[int64_t(b) * p.lse_batch_stride + int64_t(hq) * p.lse_head_stride +
-              int64_t(tok) * p.lse_row_stride] = s_row_lse[r];
-      }
-    } else {
-      p.partial_lse[((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.seqlen_q + tok] =
-          s_row_lse[r];
-    }
+    store_row_lse(p, split, b, token_of(r), head_of(r), s_row_lse[r]);
   }
 }
 

@@ -426,28 +426,9 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         acc[6] = fmaf(c, x1.z, acc[6]);
         acc[7] = fmaf(c, x1.w, acc[7]);
       }
-      if (p.num_splits == 1) {
-        Elem* orow = static_cast<Elem*>(p.out) + int64_t(b) * p.out_batch_stride +
-                     int64_t(tok) * p.out_row_stride + int64_t(hq) * p.out_head_stride;
-        *reinterpret_cast<uint4*>(orow + dv) = pack8<Elem>(acc);
-      } else {
-        const int64_t row_index =
-            ((int64_t(split) * p.batch + b) * p.seqlen_q + tok) * p.heads_q + hq;
-        float4* dst = reinterpret_cast<float4*>(p.partial_o + row_index * p.head_dim + dv);
-        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
-      }
+      store_row_chunk<Elem>(p, split, b, tok, hq, dv, acc);
     }
-    if (dv == 0) {
-      if (p.num_splits == 1) {
-        if (p.lse != nullptr) {
-          p.lse[int64_t(b) * p.lse_batch_stride + int64_t(hq) * p.lse_head_stride +
-                int64_t(tok) * p.lse_row_stride] = lse;
-        }
-      } else {
-        p.partial_lse[((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.seqlen_q + tok] = lse;
-      }
-    }
+    if (dv == 0) store_row_lse(p, split, b, tok, hq, lse);
   }
 #endif
 }
