@@ -6,6 +6,7 @@ torch and the commit, as one dict for their JSON lines and headers.
 import os
 import statistics
 import subprocess
+import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -46,18 +47,27 @@ def run_environment(torch, commit):
             "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(commit)}
 
 
-def median_ms(torch, fn, warmup, repeats):
+def median_ms(torch, fn, warmup, repeats, sleep=None):
     """Median of event-timed calls on the current stream.
 
     All repeats are queued before one synchronize, so the GPU stays ahead of
     the host and the host-side cost of a call (ctypes, Python) hides behind
-    the previous kernel instead of landing between an event pair.
+    the previous kernel instead of landing between an event pair. Where one
+    call's GPU time is shorter than its host cost (decode), `sleep(ms)` holds
+    the stream first: twice as long as queueing every repeat took during the
+    warm-up, so each event pair brackets only the GPU's work.
     """
+    host = []
     for _ in range(warmup):
+        t0 = time.perf_counter()
         fn()
+        host.append(time.perf_counter() - t0)
     torch.cuda.synchronize()
     starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
     ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+    if sleep is not None:
+        per_call_ms = (statistics.median(host) * 1e3 if host else 0.05) + 0.02  # + two event records
+        sleep(2.0 * per_call_ms * repeats + 0.2)
     for s, e in zip(starts, ends):
         s.record()
         fn()

@@ -48,11 +48,9 @@ import ctypes
 import json
 import math
 import os
-import statistics
 import sys
-import time
 
-from bench_env import REPO_ROOT, run_environment  # beside this script
+from bench_env import REPO_ROOT, median_ms, run_environment  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_NONE, FA_ROTARY_NONE,
     FA_STATUS_OK, FaDecodeArgs, FaDecodePlan, FaRunOptions, FastattnError, fa_tensor_of,
@@ -136,32 +134,6 @@ class GpuSleep:
     def __call__(self, ms):
         if self.cycles_per_ms:
             self.torch.cuda._sleep(int(min(ms, 200.0) * self.cycles_per_ms))
-
-
-def median_ms(torch, fn, warmup, repeats, sleep):
-    """Median of event-timed calls on the current stream.
-
-    The host cost of a call is measured during the warm-up; the stream is then
-    held by a GPU sleep twice as long as queueing every repeat takes, so all of
-    them are queued before the GPU reaches the first and each event pair
-    brackets only the GPU's work.
-    """
-    host = []
-    for _ in range(warmup):
-        t0 = time.perf_counter()
-        fn()
-        host.append(time.perf_counter() - t0)
-    torch.cuda.synchronize()
-    per_call_ms = (statistics.median(host) * 1e3 if host else 0.05) + 0.02  # + two event records
-    starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
-    sleep(2.0 * per_call_ms * repeats + 0.2)
-    for s, e in zip(starts, ends):
-        s.record()
-        fn()
-        e.record()
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in zip(starts, ends))
 
 
 def rotating(calls):

@@ -11,45 +11,22 @@
 
 #include "fastattn/fastattn.h"
 #include "fastattn/fastattn.hpp"
+#include "poisoned_forward.h"
 
 namespace {
 
-constexpr int64_t B = 2, LQ = 5, LK = 7, HQ = 4, HKV = 2, D = 16;
+using namespace fastattn::test_support;
 
-class Rejects : public testing::Test {
+class Rejects : public PoisonedForward {
  protected:
-  void SetUp() override {
-    q_.assign(B * LQ * HQ * D, 0.5f);
-    k_.assign(B * LK * HKV * D, 0.25f);
-    v_.assign(B * LK * HKV * D, -0.5f);
-    out_.assign(B * LQ * HQ * D, kPoison);
-    lse_.assign(B * HQ * LQ, kPoison);
-    args_.q = fastattn::tensor(q_.data(), FA_DTYPE_FLOAT32, {B, LQ, HQ, D});
-    args_.k = fastattn::tensor(k_.data(), FA_DTYPE_FLOAT32, {B, LK, HKV, D});
-    args_.v = fastattn::tensor(v_.data(), FA_DTYPE_FLOAT32, {B, LK, HKV, D});
-    args_.out = fastattn::tensor(out_.data(), FA_DTYPE_FLOAT32, {B, LQ, HQ, D});
-    args_.lse = fastattn::tensor(lse_.data(), FA_DTYPE_FLOAT32, {B, HQ, LQ});
-    options_.backend = FA_BACKEND_CPU;
-  }
-
   // Runs the call (and the support query), expects `status` and a message
   // containing every fragment, and no output touched.
   void expect_rejected(fa_status status, std::vector<std::string> fragments) {
     ASSERT_EQ(fa_attention_supported(&args_, &options_), status) << fa_last_error();
     ASSERT_EQ(fa_attention_forward(&args_, &options_), status) << fa_last_error();
-    const std::string message = fa_last_error();
-    for (const auto& f : fragments) EXPECT_NE(message.find(f), std::string::npos) << message;
+    expect_message(fragments);
     expect_untouched();
   }
-  void expect_untouched() {
-    for (float x : out_) ASSERT_EQ(std::memcmp(&x, &kPoison, 4), 0);
-    for (float x : lse_) ASSERT_EQ(std::memcmp(&x, &kPoison, 4), 0);
-  }
-
-  static constexpr float kPoison = 1234.5f;
-  std::vector<float> q_, k_, v_, out_, lse_;
-  fa_attention_args args_{};
-  fa_run_options options_{};
 };
 
 TEST_F(Rejects, ValidCallSucceedsAndClearsTheMessage) {
