@@ -22,6 +22,14 @@ __device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool 
                : "memory");
 }
 
+// 4, 8 or 16 bytes, through L1 (.ca: the smaller sizes have no .cg form).
+template <int kBytes>
+__device__ __forceinline__ void cp_async_small(uint32_t dst, const void* src) {
+  static_assert(kBytes == 4 || kBytes == 8 || kBytes == 16);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(dst), "l"(src), "n"(kBytes)
+               : "memory");
+}
+
 __device__ __forceinline__ void cp_async_commit() {
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 }
@@ -60,6 +68,19 @@ __device__ __forceinline__ int2 ld_shared_v2(uint32_t addr) {
 }
 __device__ __forceinline__ void st_shared_v2(uint32_t addr, int2 v) {
   asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(addr), "r"(v.x), "r"(v.y) : "memory");
+}
+
+// 64 bits at an 8-byte aligned shared address. The load is volatile, so the
+// compiler re-reads the value where it is used rather than hoisting it: the
+// kernels park loop-invariant pointers this way instead of holding them in
+// registers through a mainloop.
+__device__ __forceinline__ uint64_t ld_shared_u64(uint32_t addr) {
+  uint64_t v;
+  asm volatile("ld.shared.u64 %0, [%1];\n" : "=l"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void st_shared_u64(uint32_t addr, uint64_t v) {
+  asm volatile("st.shared.u64 [%0], %1;\n" ::"r"(addr), "l"(v) : "memory");
 }
 
 __device__ __forceinline__ float ex2(float x) {

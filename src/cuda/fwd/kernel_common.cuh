@@ -222,15 +222,35 @@ struct TileRowBits {
   static constexpr int kWords = kBlockN >= 32 ? kBlockN / 32 : 1;
   uint32_t w[kWords];
 
-  __device__ __forceinline__ void load(const BlockMaskView& bm, int32_t c, int i, int nb,
-                                       int tile_log2, int shift) {
+  // The first word of row i's bits over key tile nb (of PARTIAL block c);
+  // the row's words over the tile follow it. A tile never straddles a
+  // word boundary it does not start on: it is 32 keys or more wide, or
+  // lies within one word.
+  static __device__ __forceinline__ const uint32_t* row_words(const BlockMaskView& bm, int32_t c,
+                                                              int i, int nb, int tile_log2) {
     const int64_t words = int64_t{1} << (bm.block_k_log2 - 5);
     const int col0 = (nb & ((1 << (bm.block_k_log2 - tile_log2)) - 1)) << tile_log2;
-    const uint32_t* row =
-        bm.bits + ((int64_t(c) << bm.block_q_log2) | (i & ((1 << bm.block_q_log2) - 1))) * words +
-        (col0 >> 5);
+    return bm.bits +
+           ((int64_t(c) << bm.block_q_log2) | (i & ((1 << bm.block_q_log2) - 1))) * words +
+           (col0 >> 5);
+  }
+  __device__ __forceinline__ void load(const BlockMaskView& bm, int32_t c, int i, int nb,
+                                       int tile_log2, int shift) {
+    const uint32_t* row = row_words(bm, c, i, nb, tile_log2);
+    const int col0 = (nb & ((1 << (bm.block_k_log2 - tile_log2)) - 1)) << tile_log2;
 #pragma unroll
     for (int x = 0; x < kWords; ++x) w[x] = __ldg(row + x) >> ((col0 & 31) + shift);
+  }
+  // The same words, copied (whole, unshifted) into shared memory at `addr`:
+  // tiles of 32 keys or more start on a word.
+  __device__ __forceinline__ void load_shared(uint32_t addr, int shift) {
+    static_assert(kBlockN >= 32, "a narrower tile's bits sit inside a word");
+#pragma unroll
+    for (int x = 0; x < kWords; ++x) {
+      uint32_t v;
+      asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr + 4 * x));
+      w[x] = v >> shift;
+    }
   }
   __device__ __forceinline__ bool get(int word, int bit) const { return (w[word] >> bit) & 1u; }
 };

@@ -22,13 +22,14 @@ cudaError_t launch_fwd(FwdKernel plain, FwdKernel capped, const FwdParams& p,
   if (kernel == nullptr) return cudaErrorNotSupported;
   // Above 48 KiB of dynamic shared memory a kernel must opt in. The call is a
   // host-side attribute write: no synchronisation, cheap next to a prefill.
-  if (T::kSmemBytes > 48 * 1024) {
+  const int smem_bytes = block ? T::kBlockSmemBytes : T::kSmemBytes;
+  if (smem_bytes > 48 * 1024) {
     const cudaError_t err = cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes);
     if (err != cudaSuccess) return err;
   }
   const dim3 grid((p.seqlen_q + T::kBlockM - 1) / T::kBlockM, p.heads_q, p.batch);
-  kernel<<<grid, T::kThreads, T::kSmemBytes, stream>>>(p);
+  kernel<<<grid, T::kThreads, smem_bytes, stream>>>(p);
   return cudaGetLastError();
 }
 

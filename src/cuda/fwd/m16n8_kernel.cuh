@@ -50,8 +50,15 @@ struct FwdTraits {
   // they kept enough registers live to spill. The register-staged paths
   // size shared memory to Turing's 64 KiB and compute them in place.
   static constexpr bool kRowTable = kAsyncCopy;
-  static constexpr int kRowTableBytes = kRowTable ? kBlockM * 8 : 0;  // int2 per row
+  // int2 per row, then the parked pointers (see the kernel).
+  static constexpr int kRowTableBytes = kRowTable ? kBlockM * 8 + 40 : 0;
   static constexpr int kSmemBytes = kQBytes + 2 * kStages * kKVTileBytes + kRowTableBytes;
+  // sm80 block-mask kernels add, per stage, each row's mask bits over the
+  // stage's key tile (kBlockN / 8 bytes a row) and the tile and its class
+  // (int2): see the kernel.
+  static constexpr int kRowBitsBytes = kBlockN / 8;
+  static constexpr int kBlockSmemBytes =
+      kSmemBytes + (kRowTable ? kStages * (8 + kBlockM * kRowBitsBytes) : 0);
   static_assert(kWarpRows % 16 == 0 && kHeadDim % 16 == 0 && kBlockN % 16 == 0);
   static_assert(!kAsyncCopy || kStages >= 2, "the ring prefetches kStages - 1 tiles ahead");
   static_assert(kAsyncCopy || kStages == 1, "register staging keeps one buffer each");
@@ -144,10 +151,36 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   // block-mask instruction folds away.
   const BlockMaskView no_block;
   const BlockMaskView& bm = kBlockMask ? p.block : no_block;
-  const TileSeq seq(tiles, bm, block_row(bm, b, h, m0), kBlockNLog2);
+  const int64_t mask_row = block_row(bm, b, h, m0);
+  const TileSeq seq(tiles, bm, mask_row, kBlockNLog2);
   auto tile_at = [&](int it) { return seq.at(it, bm, block_row(bm, b, h, m0), kBlockNLog2); };
   // Each row's [begin, end) of keys, int2 per row (see kRowTable).
   const uint32_t row_keys = q_smem + T::kQBytes + 2 * kStages * T::kKVTileBytes;
+  // sm80 with a block mask: the thread that copies a stage's K/V also looks
+  // up the tile and its class, and copies each row's mask bits over it
+  // (cp.async, in K's commit group); the mainloop reads them from shared
+  // memory. Looked up there from the mask tables instead, the table loads
+  // and addresses, beside S and O, made the d = 96 and d = 128 kernels spill.
+  constexpr bool kStagedMask = kBlockMask && T::kRowTable;
+  constexpr int kRowBits = T::kRowBitsBytes;
+  static_assert(!kStagedMask || kRowBits == 4 || kRowBits == 8 || kRowBits == 16);
+  // sm80: values the mainloop's copies need, parked in shared memory (by
+  // thread 0, before the first barrier) and re-read there: K's and V's first
+  // key, the block-mask row, Lk and the first tile, the full tiles. Held in
+  // registers through the loop beside S and O, they made the d = 96 and
+  // d = 128 kernels spill.
+  const uint32_t parked = row_keys + kBlockM * 8;
+  if constexpr (T::kAsyncCopy) {
+    if (tid == 0) {
+      st_shared_u64(parked, reinterpret_cast<uint64_t>(k_g));
+      st_shared_u64(parked + 8, reinterpret_cast<uint64_t>(v_g));
+      st_shared_u64(parked + 16, static_cast<uint64_t>(mask_row));
+      st_shared_v2(parked + 24, make_int2(lk, seq.offset));
+      st_shared_v2(parked + 32, make_int2(tiles.full_begin, tiles.full_end));
+    }
+  }
+  const uint32_t row_bits = parked + 40;  // kRowBits per row per stage
+  const uint32_t tile_slots = row_bits + kStages * kBlockM * kRowBits;  // int2 per stage
   const int n_tiles = seq.count;
   const int full_begin = tiles.full_begin, full_end = tiles.full_end;
   if constexpr (T::kRowTable) {
@@ -164,17 +197,46 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   // sm80: K and V of a tile are separate commit groups, so Q K^T starts once
   // K has landed while V is still in flight. sm75: the tile after the current
   // one waits in `staged` (V during Q K^T, then the next K during P V).
-  auto load_kv = [&](int it, int stage) {
+  // kParked: called from the mainloop, where the parked values are read back.
+  auto load_kv = [&](int it, int stage, auto parked_tag) {
     if constexpr (T::kAsyncCopy) {
+      constexpr bool kParked = decltype(parked_tag)::value;
+      const Elem* k_src = kParked ? reinterpret_cast<const Elem*>(ld_shared_u64(parked)) : k_g;
+      const Elem* v_src =
+          kParked ? reinterpret_cast<const Elem*>(ld_shared_u64(parked + 8)) : v_g;
+      const int64_t row = kBlockMask && kParked ? static_cast<int64_t>(ld_shared_u64(parked + 16))
+                                                : mask_row;
+      const int2 lk_offset = kParked ? ld_shared_v2(parked + 24) : make_int2(lk, seq.offset);
+      TileSeq at = seq;
+      at.offset = lk_offset.y;
+      const int keys = lk_offset.x;
       const bool live = it < n_tiles;
-      const int row0 = live ? tile_at(it) * kBlockN : 0;
+      const int nb = live ? at.at(it, bm, row, kBlockNLog2) : 0;
+      const int row0 = nb * kBlockN;
+      if constexpr (kStagedMask) {
+        if (live) {
+          const int32_t cls = tile_class(bm, row, nb, kBlockNLog2);
+          // The slot's class is kEmpty (never that of a visited tile) for a
+          // FULL block that some row's key range cuts.
+          const int2 full = kParked ? ld_shared_v2(parked + 32) : make_int2(full_begin, full_end);
+          const bool cut = nb < full.x || nb >= full.y;
+          if (tid == 0)
+            st_shared_v2(tile_slots + 8 * stage,
+                         make_int2(nb * 2 + cut, cut && cls == BlockMaskView::kFull ? BlockMaskView::kEmpty
+                                                                           : cls));
+          if (cls != BlockMaskView::kFull && tid < kBlockM)
+            cp_async_small<kRowBits>(row_bits + (stage * kBlockM + tid) * kRowBits,
+                                     TileRowBits<kBlockN>::row_words(bm, cls, m0 + tid, nb,
+                                                                     kBlockNLog2));
+        }
+      }
       if (live)
-        load_tile<T, kBlockN>(k_smem + stage * T::kKVTileBytes, k_g + row0 * p.k_row_stride,
-                              p.k_row_stride, lk - row0, chunks_valid, tid);
+        load_tile<T, kBlockN>(k_smem + stage * T::kKVTileBytes, k_src + row0 * p.k_row_stride,
+                              p.k_row_stride, keys - row0, chunks_valid, tid);
       cp_async_commit();
       if (live)
-        load_tile<T, kBlockN>(v_smem + stage * T::kKVTileBytes, v_g + row0 * p.v_row_stride,
-                              p.v_row_stride, lk - row0, chunks_valid, tid);
+        load_tile<T, kBlockN>(v_smem + stage * T::kKVTileBytes, v_src + row0 * p.v_row_stride,
+                              p.v_row_stride, keys - row0, chunks_valid, tid);
       cp_async_commit();
     }
   };
@@ -183,7 +245,7 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     load_tile<T, kBlockM>(q_smem, blk.q, p.q_row_stride, lq - m0, chunks_valid, tid);
     cp_async_commit();
 #pragma unroll
-    for (int s = 0; s < kStages - 1; ++s) load_kv(s, s);
+    for (int s = 0; s < kStages - 1; ++s) load_kv(s, s, std::false_type{});
   } else {
     {
       typename T::StagedQ q_staged;
@@ -198,22 +260,26 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     __syncthreads();
   }
 
-  // ldmatrix lane addresses. In every tile a lane's row is congruent to
-  // lane % 8 modulo 8, so chunk 2c of its row sits at (c / 4) * 128 +
-  // ((2 (c % 4)) ^ sw) * 16 bytes with a per-lane sw: four offsets per
-  // operand, the rest immediates. (Left to itself the compiler kept every
-  // (tile, k-step) address live across the mainloop and spilled.)
+  // ldmatrix lane addresses. Q (A operand) and V (B, transposed) take
+  // matrix m from rows (m & 1) * 8 + lane % 8 and chunk 2c + m / 2 of a
+  // 16-row slice; K (B, rows are keys) from rows (m / 2) * 8 + lane % 8 and
+  // chunk 2c + m % 2, so that each n-tile's two B registers come out
+  // adjacent, as the MMA takes them (sharing V's order cost 4-9% in register
+  // moves). A lane's row is congruent to lane % 8 modulo 8 in every slice,
+  // so chunk 2c of its row sits at (c / 4) * 128 + ((2 (c % 4)) ^ sw) * 16
+  // bytes with a per-lane sw: four offsets per order, the rest immediates or
+  // the warp's Q base. (Left to itself the compiler kept every (tile,
+  // k-step) address live across the mainloop and spilled.)
   const int xr = lane & 7;
-  const int q_row = warp * T::kWarpRows + (lane & 15), q_sw = (lane >> 4) ^ xr;
-  const int k_row = (lane & 7) + ((lane >> 4) << 3), k_sw = ((lane >> 3) & 1) ^ xr;
-  const int v_row = lane & 15, v_sw = (lane >> 4) ^ xr;
-  uint32_t q_off[4], k_off[4], v_off[4];
+  const int qv_row = lane & 15, qv_sw = (lane >> 4) ^ xr;
+  const int k_row = xr + ((lane >> 4) << 3), k_sw = ((lane >> 3) & 1) ^ xr;
+  uint32_t qv_off[4], k_off[4];
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    q_off[j] = q_smem + (q_row * kRC + ((2 * j) ^ q_sw)) * 16;
+    qv_off[j] = (qv_row * kRC + ((2 * j) ^ qv_sw)) * 16;
     k_off[j] = (k_row * kRC + ((2 * j) ^ k_sw)) * 16;
-    v_off[j] = (v_row * kRC + ((2 * j) ^ v_sw)) * 16;
   }
+  const uint32_t q_warp = q_smem + warp * T::kWarpRows * kRC * 16;
   constexpr uint32_t kRow16Bytes = 16 * kRC * 16;  // 16 shared rows
 
   const int g = lane >> 2, t = lane & 3;
@@ -233,15 +299,23 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   }
 
   for (int it = 0; it < n_tiles; ++it) {
-    const int nb = tile_at(it);
     const int stage = it % kStages;
-    const int row0 = nb * kBlockN;
+    int nb = kStagedMask ? 0 : tile_at(it);
+    int32_t cls = BlockMaskView::kFull;
+    bool cut_tile = true;
     if constexpr (T::kAsyncCopy) {
       cp_async_wait<2 * kStages - 3>();  // K of this tile (and Q) landed
       // Also: every warp is done with the stage the prefetch below overwrites.
       __syncthreads();
-      load_kv(it + kStages - 1, (it + kStages - 1) % kStages);
+      if constexpr (kStagedMask) {
+        const int2 slot = ld_shared_v2(tile_slots + 8 * stage);
+        nb = slot.x >> 1;
+        cls = slot.y;
+        cut_tile = slot.x & 1;
+      }
+      load_kv(it + kStages - 1, (it + kStages - 1) % kStages, std::true_type{});
     } else {
+      const int row0 = nb * kBlockN;
       staged.load(v_g + row0 * p.v_row_stride, p.v_row_stride, lk - row0, chunks_valid, tid);
     }
     const uint32_t k_st = k_smem + stage * T::kKVTileBytes;
@@ -259,7 +333,7 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
       uint32_t qa[kMT][4];
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
-        ldmatrix_x4(qa[mi], q_off[kk % 4] + mi * kRow16Bytes + (kk / 4) * 128);
+        ldmatrix_x4(qa[mi], q_warp + qv_off[kk % 4] + mi * kRow16Bytes + (kk / 4) * 128);
 #pragma unroll
       for (int np = 0; np < kNT / 2; ++np) {
         uint32_t kb[4];
@@ -293,16 +367,19 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
           for (int e = 0; e < 4; ++e) s[mi][nt][e] = softcap(s[mi][nt][e], p.softcap, softcap_k);
     }
 
-    const int32_t cls = tile_class(bm, block_row(bm, b, h, m0), nb, kBlockNLog2);
-    if (nb < full_begin || nb >= full_end || cls != BlockMaskView::kFull) {
+    if constexpr (!kStagedMask) cls = tile_class(bm, block_row(bm, b, h, m0), nb, kBlockNLog2);
+    const bool masked = kStagedMask ? cls != BlockMaskView::kFull
+                                    : nb < full_begin || nb >= full_end || cls != BlockMaskView::kFull;
+    if (masked) {
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const int i = m0 + warp * T::kWarpRows + mi * 16 + g + 8 * r;
+          const int row = warp * T::kWarpRows + mi * 16 + g + 8 * r;  // in the block
+          const int i = m0 + row;
           int kb_begin, kb_end;
           if constexpr (T::kRowTable) {
-            const int2 keys = ld_shared_v2(row_keys + 8 * (i - m0));
+            const int2 keys = cut_tile ? ld_shared_v2(row_keys + 8 * row) : make_int2(0, 0x7fffffff);
             kb_begin = keys.x;
             kb_end = keys.y;
           } else if (T::kHeadDim <= 128 && !mask.has_documents()) {
@@ -320,9 +397,13 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
               const int j = nb * kBlockN + nt * 8 + 2 * t + c;
               if (j < kb_begin || j >= kb_end) s[mi][nt][2 * r + c] = -INFINITY;
             }
-          if (cls != BlockMaskView::kFull) {
+          if (cls >= 0) {  // a PARTIAL block
             TileRowBits<kBlockN> bits;
-            bits.load(bm, cls, i, nb, kBlockNLog2, 2 * t);
+            if constexpr (kStagedMask) {
+              bits.load_shared(row_bits + (stage * kBlockM + row) * kRowBits, 2 * t);
+            } else {
+              bits.load(bm, cls, i, nb, kBlockNLog2, 2 * t);
+            }
 #pragma unroll
             for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -464,7 +545,7 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
 #pragma unroll
       for (int dp = 0; dp < kDT / 2; ++dp) {
         uint32_t vb[4];
-        ldmatrix_x4_trans(vb, v_st + v_off[dp % 4] + kk * kRow16Bytes + (dp / 4) * 128);
+        ldmatrix_x4_trans(vb, v_st + qv_off[dp % 4] + kk * kRow16Bytes + (dp / 4) * 128);
 #pragma unroll
         for (int mi = 0; mi < kMT; ++mi) {
           mma_k16<T>(acc_o[mi][2 * dp], pa[mi][kk], vb[0], vb[1]);

@@ -59,6 +59,7 @@ struct VoltaFwdTraits {
   static constexpr int kQBytes = kBlockM * kRowChunks * 16;
   static constexpr int kKVTileBytes = kBlockN * kRowChunks * 16;
   static constexpr int kSmemBytes = kQBytes + 2 * kKVTileBytes;
+  static constexpr int kBlockSmemBytes = kSmemBytes;  // block masks need no more here
   // 16-dim pairs of n-tiles per quad-pair in P V (the pairs alternate
   // between cb = 0 and 1; at d = 80 the last one of cb = 1 is past the end).
   static constexpr int kDimPairs = (kHeadDim / 16 + 1) / 2;
