@@ -153,6 +153,9 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
   const BlockMaskView& bm = kBlockMask ? p.block : no_block;
   const int64_t mask_row = block_row(bm, b, h, m0);
   const TileSeq seq(tiles, bm, mask_row, kBlockNLog2);
+  // The register-staged paths use this, which recomputes the row from the
+  // block indices rather than reading mask_row: holding mask_row through
+  // their mainloop made the sm75 d = 128 block-mask kernels spill more.
   auto tile_at = [&](int it) { return seq.at(it, bm, block_row(bm, b, h, m0), kBlockNLog2); };
   // Each row's [begin, end) of keys, int2 per row (see kRowTable).
   const uint32_t row_keys = q_smem + T::kQBytes + 2 * kStages * T::kKVTileBytes;
@@ -180,7 +183,9 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     }
   }
   const uint32_t row_bits = parked + 40;  // kRowBits per row per stage
-  const uint32_t tile_slots = row_bits + kStages * kBlockM * kRowBits;  // int2 per stage
+  // Per stage: (2 * tile + cut, class), cut = 1 when some row's key range
+  // cuts the tile (the mainloop then reads the row table; else it skips it).
+  const uint32_t tile_slots = row_bits + kStages * kBlockM * kRowBits;
   const int n_tiles = seq.count;
   const int full_begin = tiles.full_begin, full_end = tiles.full_end;
   if constexpr (T::kRowTable) {
@@ -216,8 +221,9 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
       if constexpr (kStagedMask) {
         if (live) {
           const int32_t cls = tile_class(bm, row, nb, kBlockNLog2);
-          // The slot's class is kEmpty (never that of a visited tile) for a
-          // FULL block that some row's key range cuts.
+          // A FULL block that a row's range cuts is stored as kEmpty (never
+          // the class of a visited tile), so that `class != kFull` alone
+          // tells the mainloop the tile needs masking.
           const int2 full = kParked ? ld_shared_v2(parked + 32) : make_int2(full_begin, full_end);
           const bool cut = nb < full.x || nb >= full.y;
           if (tid == 0)
