@@ -47,6 +47,18 @@ def run_environment(torch, commit):
             "cudnn": cudnn_version_string(torch), "torch": torch.__version__, "commit": git_commit(commit)}
 
 
+def settle_clocks(torch, seconds=1.0):
+    """Keeps the GPU busy with fp16 matmuls for `seconds`, so that the first
+    timed row does not run while the clocks are still rising from idle (one
+    run measured its first row, ours and the peers alike, a third slow)."""
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.float16)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(10):
+            a @ a
+        torch.cuda.synchronize()
+
+
 def median_ms(torch, fn, warmup, repeats, sleep=None):
     """Median of event-timed calls on the current stream.
 

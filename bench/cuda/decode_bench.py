@@ -75,12 +75,29 @@ BIG_KEYS = 8 << 20                     # summary: rows with B*Hkv*Lk >= 8M keys
 BYTES_FORMULA = "2*B*Lk*Hkv*D*2"
 
 
-def grid(quick):
+def grid(quick, only=None):
+    """The rows to run; `only` maps "dtype", "B", "Hkv", "Lk" to the values to keep."""
     if quick:
-        return [("fp16", B, 8, Lk) for B in (1, 16) for Lk in (4096, 32768)]
-    return [(dtype, B, Hkv, Lk)
-            for dtype in ("fp16", "bf16") for B in (1, 16, 64) for Hkv in (8, 32)
-            for Lk in (1024, 4096, 32768, 131072)]
+        rows = [("fp16", B, 8, Lk) for B in (1, 16) for Lk in (4096, 32768)]
+    else:
+        rows = [(dtype, B, Hkv, Lk)
+                for dtype in ("fp16", "bf16") for B in (1, 16, 64) for Hkv in (8, 32)
+                for Lk in (1024, 4096, 32768, 131072)]
+    if only:
+        keys = ("dtype", "B", "Hkv", "Lk")
+        rows = [r for r in rows if all(k not in only or v in only[k] for k, v in zip(keys, r))]
+    return rows
+
+
+def parse_only(text):
+    """--only "B=16,64 Lk=1024": the grid's rows restricted to these values."""
+    only = {}
+    for item in text.split():
+        key, _, values = item.partition("=")
+        if key not in ("dtype", "B", "Hkv", "Lk") or not values:
+            raise ValueError(f"--only: '{item}' is not KEY=V[,V...] with KEY one of dtype, B, Hkv, Lk")
+        only[key] = [v if key == "dtype" else int(v) for v in values.split(",")]
+    return only
 
 
 def cache_bytes_of(B, Hkv, Lk):
@@ -662,6 +679,8 @@ def parse_args(argv):
     ap.add_argument("--repeats", type=int, default=50, help="timed calls per implementation (median reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
     ap.add_argument("--quick", action="store_true", help="only fp16, Hkv=8, B in {1, 16}, Lk in {4096, 32768}")
+    ap.add_argument("--only", default="",
+                    help='restrict the grid, e.g. "B=16,64 Hkv=32 Lk=1024 dtype=fp16"')
     ap.add_argument("--max-cache-gib", type=float, default=40.0,
                     help="skip rows whose K+V cache (2*B*Lk*Hkv*D*2 bytes) exceeds this many GiB (default 40)")
     ap.add_argument("--check", dest="check", action="store_true", default=True,
@@ -674,6 +693,10 @@ def parse_args(argv):
         ap.error("--repeats must be >= 1 and --warmup >= 0")
     if opts.max_cache_gib <= 0:
         ap.error("--max-cache-gib must be > 0")
+    try:
+        opts.only = parse_only(opts.only)
+    except ValueError as exc:
+        ap.error(str(exc))
     return opts
 
 
@@ -704,7 +727,7 @@ def main(argv=None):
 
     fh = open(opts.json, "w") if opts.json else None
     results = []
-    for row in grid(opts.quick):
+    for row in grid(opts.quick, opts.only):
         res = run_row(torch, lib, row, opts, sleep, copy_rw)
         results.append(res)
         print_row_line(res)

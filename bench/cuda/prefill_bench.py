@@ -32,7 +32,7 @@ import math
 import os
 import sys
 
-from bench_env import REPO_ROOT, median_ms, run_environment  # beside this script
+from bench_env import REPO_ROOT, median_ms, run_environment, settle_clocks  # beside this script
 from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this script
     FA_BACKEND_CUDA, FA_DTYPE_BFLOAT16, FA_DTYPE_FLOAT16, FA_MASK_CAUSAL, FA_MASK_NONE,
     FA_STATUS_OK, FaAttentionArgs, FaRunOptions, FastattnError, fa_tensor_of, load_cuda_library,
@@ -54,11 +54,11 @@ def flops(B, L, H, D, causal):
     return 4.0 * B * L * L * H * D / (2 if causal else 1)
 
 
-def grid(quick, dtypes=("fp16", "bf16")):
+def grid(quick, dtypes=("fp16", "bf16"), head_dims=(64, 128)):
     if quick:
         return [("fp16", 128, L, causal) for causal in (False, True) for L in (1024, 8192)]
     return [(dtype, D, L, causal)
-            for dtype in dtypes for D in (64, 128) for causal in (False, True)
+            for dtype in dtypes for D in head_dims for causal in (False, True)
             for L in (512, 1024, 2048, 4096, 8192, 16384)]
 
 
@@ -283,6 +283,7 @@ def parse_args(argv):
     ap.add_argument("--cuda-path", type=int, default=0, choices=(0, 70, 75, 80, 90),
                     help="force our kernel family (fa_cuda_path); 0 = chosen by the device")
     ap.add_argument("--dtypes", default="fp16,bf16", help="comma-separated subset of fp16,bf16")
+    ap.add_argument("--head-dims", default="64,128", help="comma-separated subset of 64,128")
     ap.add_argument("--target", default="flash", choices=("flash", "cudnn", "mem_eff"),
                     help="the peer the summary's >= 1.0x line compares with")
     ap.add_argument("--check", dest="check", action="store_true", default=True,
@@ -294,6 +295,12 @@ def parse_args(argv):
     opts.dtypes = tuple(opts.dtypes.split(","))
     if not opts.dtypes or any(d not in ("fp16", "bf16") for d in opts.dtypes):
         ap.error("--dtypes takes fp16, bf16 or both, comma-separated")
+    try:
+        opts.head_dims = tuple(int(d) for d in opts.head_dims.split(","))
+    except ValueError:
+        opts.head_dims = ()
+    if not opts.head_dims or any(d not in (64, 128) for d in opts.head_dims):
+        ap.error("--head-dims takes 64, 128 or both, comma-separated")
     return opts
 
 
@@ -316,7 +323,8 @@ def main(argv=None):
 
     fh = open(opts.json, "w") if opts.json else None
     results = []
-    for row in grid(opts.quick, opts.dtypes):
+    settle_clocks(torch)
+    for row in grid(opts.quick, opts.dtypes, opts.head_dims):
         res = run_row(torch, lib, row, opts)
         results.append(res)
         print_row_line(res)

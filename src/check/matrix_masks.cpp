@@ -83,6 +83,12 @@ std::vector<Case> mask_option_cases(bool quick) {
                                     128, 2),
                     false, true));
     m.push_back(per(with_block_mask(base("block mask", dt, 77, 131, 64), K::kBlocks, 0.6, 64, 64, 3), true, false));
+    // 64-key blocks: the key tiles of the block-mask kernels must divide them
+    // (64 keys at D = 64 and D = 128 on the sm80 path).
+    m.push_back(with_block_mask(base("block mask 64-key blocks", dt, 400, 700, 64), K::kBlocks, 0.5, 128, 64, 24));
+    m.push_back(with_mask(with_block_mask(base("block mask 64-key blocks", dt, 333, 600, 128), K::kDense, 0.4, 128,
+                                          64, 25),
+                          FA_MASK_CAUSAL));
     m.push_back(per(with_block_mask(base("block mask", dt, 300, 300, 128), K::kDense, 0.5, 128, 128, 4), true,
                     true));
     m.push_back(per(with_block_mask(one_sequence(base("block mask", dt, 513, 2049, 64)), K::kStaircase, 0, 256,

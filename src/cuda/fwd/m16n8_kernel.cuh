@@ -20,6 +20,7 @@
 #include "cuda/common/swizzle.cuh"
 #include "cuda/flash_params.h"
 #include "cuda/fwd/kernel_common.cuh"
+#include "cuda/fwd/launch.cuh"
 #include "cuda/fwd/tile_config.h"
 
 namespace fastattn::cuda {
@@ -69,14 +70,19 @@ struct FwdTraits {
   using StagedQ = StagedTile<Elem, kBlockM, kRowChunks, kChunks, kThreads>;
 };
 
-template <FwdPath kPath, typename Elem, int kHeadDim>
+// The shipped shapes: the tile table's for the plain kernels, the variant
+// table's for the softcap and block-mask ones (see tile_config.h).
+template <FwdPath kPath, typename Elem, int kHeadDim, bool kVariant>
 struct DefaultFwd {
-  static constexpr FwdTileConfig c = fwd_tile_config(kPath, kHeadDim);
+  static constexpr FwdTileConfig c = kVariant ? fwd_variant_tile_config(kPath, kHeadDim)
+                                              : fwd_tile_config(kPath, kHeadDim);
   using type = FwdTraits<kPath, Elem, kHeadDim, c.block_m, c.block_n, c.warps, c.stages,
                          c.rescale_after_p>;
 };
 template <FwdPath kPath, typename Elem, int kHeadDim>
-using DefaultFwdTraits = typename DefaultFwd<kPath, Elem, kHeadDim>::type;
+using DefaultFwdTraits = typename DefaultFwd<kPath, Elem, kHeadDim, false>::type;
+template <FwdPath kPath, typename Elem, int kHeadDim>
+using DefaultFwdVariantTraits = typename DefaultFwd<kPath, Elem, kHeadDim, true>::type;
 
 template <class T>
 __device__ __forceinline__ void mma_k16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -374,8 +380,13 @@ __device__ __forceinline__ void flash_fwd_m16n8_body(const FwdParams p) {
     }
 
     if constexpr (!kStagedMask) cls = tile_class(bm, block_row(bm, b, h, m0), nb, kBlockNLog2);
+    // sm80: the full-tile range is re-read from its parked copy (a plain
+    // load, which the barrier above keeps in the loop while leaving ptxas
+    // free to schedule it; held in registers it spilled d = 64 and d = 128).
+    const int2 full = T::kAsyncCopy ? *reinterpret_cast<const int2*>(smem + (parked + 32 - q_smem))
+                                    : make_int2(full_begin, full_end);
     const bool masked = kStagedMask ? cls != BlockMaskView::kFull
-                                    : nb < full_begin || nb >= full_end || cls != BlockMaskView::kFull;
+                                    : nb < full.x || nb >= full.y || cls != BlockMaskView::kFull;
     if (masked) {
 #pragma unroll
       for (int mi = 0; mi < kMT; ++mi)
@@ -644,6 +655,17 @@ __global__ void __launch_bounds__(T::kThreads, m16n8_min_blocks<T>())
 #else
   flash_fwd_m16n8_body<T, kSoftcap, kBlockMask>(p);
 #endif
+}
+
+// One head dim's kernels behind launch_fwd: the plain one with the tile
+// table's shape, the softcap and block-mask variants with the variant table's.
+template <FwdPath kPath, typename Elem, int kHeadDim>
+cudaError_t launch_m16n8(const FwdParams& p, cudaStream_t stream) {
+  using T = DefaultFwdTraits<kPath, Elem, kHeadDim>;
+  using TV = DefaultFwdVariantTraits<kPath, Elem, kHeadDim>;
+  return launch_fwd<T, TV>(&flash_fwd_m16n8_kernel<T, false>, &flash_fwd_m16n8_kernel<TV, true>,
+                           p, stream, &flash_fwd_m16n8_kernel<TV, false, true>,
+                           &flash_fwd_m16n8_kernel<TV, true, true>);
 }
 
 }  // namespace fastattn::cuda

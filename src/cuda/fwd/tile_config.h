@@ -24,20 +24,24 @@ struct FwdTileConfig {
   int stages;
   // Rescale O after P is built, behind a warp-uniform branch, instead of
   // row by row before the exponentials. Only where registers demand it: the
-  // branch bounds live ranges (d = 128 spilled 4 bytes, 36 with softcap,
-  // without it) but costs the overlap of exponentials with P V, about 3% on
-  // an H100 (interleaved A/B runs of the whole grid).
+  // branch bounds live ranges (without it d = 128 spilled 4 bytes, 36 with
+  // softcap, and d = 64's 128-key tiles 44-100) but costs the overlap of
+  // exponentials with P V, about 3% on an H100 (interleaved A/B runs of the
+  // whole grid).
   bool rescale_after_p;
 };
 
 // sm80: 32 rows per warp for d <= 128: each K/V fragment read from shared
 // memory feeds two MMAs. d = 256 drops to 16 rows per warp so the fp32 output
-// accumulator (rows * 256 / 32 registers per thread) fits. d = 64 with
-// block_n 128 (FlashAttention-2's choice) spilled 4-40 bytes under ptxas 13.0;
-// block_n 64 with a third stage does not.
+// accumulator (rows * 256 / 32 registers per thread) fits. d = 64 takes
+// 128-key tiles (FlashAttention-2's choice): against 64 keys and a third
+// stage, 4-7% faster over the H100 grid (interleaved A/B runs): each Q
+// fragment read, barrier and row reduction covers twice the keys. Its 128 score
+// floats a thread fit beside O only with the rescale after P (see below);
+// its softcap and block-mask variants keep 64 keys (fwd_variant_tile_config).
 constexpr FwdTileConfig sm80_tile_config(int head_dim) {
   switch (head_dim) {
-    case 64: return {128, 64, 4, 3, false};
+    case 64: return {128, 128, 4, 2, true};
     case 80: return {128, 64, 4, 2, false};
     case 96: return {128, 64, 4, 2, false};
     case 128: return {128, 64, 4, 2, true};
@@ -95,6 +99,21 @@ constexpr FwdTileConfig fwd_tile_config(FwdPath path, int head_dim) {
          : path == FwdPath::kSm80 ? sm80_tile_config(head_dim)
          : path == FwdPath::kSm75 ? sm75_tile_config(head_dim)
                                   : sm70_tile_config(head_dim);
+}
+
+// The softcap and block-mask kernels' tiles: the plain kernels' except for
+//   sm80 d = 64, which keeps 64-key tiles with the third stage that suits
+//     them: block-mask key tiles must tile the mask's blocks (64 keys and
+//     up), and the softcap's registers do not fit beside 128 score floats
+//     (4-88 bytes spilled, by target);
+//   sm75 d = 128, which steps by 32 keys: at 64, S and the staged tile beside
+//     the block mask's state spilled 4-24 bytes on every target (about 200
+//     registers at 32; the softcap kernel, which did not spill, shares the
+//     shape so that one table row serves both).
+constexpr FwdTileConfig fwd_variant_tile_config(FwdPath path, int head_dim) {
+  return path == FwdPath::kSm80 && head_dim == 64    ? FwdTileConfig{128, 64, 4, 3, false}
+         : path == FwdPath::kSm75 && head_dim == 128 ? FwdTileConfig{128, 32, 8, 1, false}
+                                                     : fwd_tile_config(path, head_dim);
 }
 
 // The instantiated head dims; other multiples of 8 run on the next one up

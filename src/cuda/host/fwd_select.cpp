@@ -38,7 +38,8 @@ bool sm90_reads_ok(const AttentionParams& p) {
 // each block column, so that a tile has one class.
 bool block_mask_fits(FwdPath path, const AttentionParams& p) {
   if (p.mask.block == nullptr) return true;
-  const FwdTileConfig c = fwd_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
+  const FwdTileConfig c =
+      fwd_variant_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
   const int64_t bq = int64_t{1} << p.mask.block->block_q_log2;
   const int64_t bk = int64_t{1} << p.mask.block->block_k_log2;
   const bool pow2_n = c.block_n > 0 && (c.block_n & (c.block_n - 1)) == 0;
@@ -119,7 +120,8 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
     return Status::unsupported("k/v: the CUDA forward path takes contiguous K/V, not a paged cache");
   }
   if (!block_mask_fits(path, p)) {
-    const FwdTileConfig c = fwd_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
+    const FwdTileConfig c =
+        fwd_variant_tile_config(path, fwd_padded_head_dim(path, int(p.head_dim)));
     std::ostringstream m;
     m << "mask.block_mask: blocks of " << (1 << p.mask.block->block_q_log2) << " x "
       << (1 << p.mask.block->block_k_log2) << " do not align with the sm" << path_arch

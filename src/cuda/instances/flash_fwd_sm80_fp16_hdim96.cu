@@ -1,16 +1,12 @@
 // Forward, sm80 mainloop (mma m16n8k16, cp.async), fp16, head dim 96.
 #include "cuda/flash_launch.h"
-#include "cuda/fwd/launch.cuh"
 #include "cuda/fwd/m16n8_kernel.cuh"
 
 namespace fastattn::cuda {
 
 template <>
 cudaError_t run_flash_fwd<FwdPath::kSm80, __half, 96>(const FwdParams& p, cudaStream_t stream) {
-  using T = DefaultFwdTraits<FwdPath::kSm80, __half, 96>;
-  return launch_fwd<T>(&flash_fwd_m16n8_kernel<T, false>, &flash_fwd_m16n8_kernel<T, true>, p,
-                       stream, &flash_fwd_m16n8_kernel<T, false, true>,
-                       &flash_fwd_m16n8_kernel<T, true, true>);
+  return launch_m16n8<FwdPath::kSm80, __half, 96>(p, stream);
 }
 
 }  // namespace fastattn::cuda
