@@ -78,7 +78,8 @@ FwdParams make_fwd_params(const AttentionParams& a) {
 
 cudaError_t launch_forward(const FwdChoice& choice, const AttentionParams& a,
                            cudaStream_t stream) {
-  const FwdParams p = make_fwd_params(a);
+  FwdParams p = make_fwd_params(a);
+  p.variant_tiles = choice.variant_tiles;
   if (p.batch == 0 || p.heads_q == 0 || p.seqlen_q == 0) return cudaSuccess;
   switch (choice.head_dim) {
     case 64: return run_path<64>(choice.path, a, p, stream);

@@ -42,6 +42,8 @@ struct FwdParams {
   float scale_log2 = 0.f;
   float softcap = 0.f;           // 0 = off
   float softcap_inv_scale = 0.f;  // softmax scale / softcap
+  // Host side only: FwdChoice::variant_tiles, read by the launch.
+  bool variant_tiles = false;
 };
 
 }  // namespace fastattn::cuda

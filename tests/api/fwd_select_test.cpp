@@ -57,6 +57,28 @@ TEST(FwdSelect, Sm90HasNoHeadDim80) {
   }
 }
 
+// The sm80 path's plain kernel takes the tile table's shape on 9.0 only
+// (where d = 64's 128-key blocks fit twice per SM), the variant table's
+// elsewhere; no other path has the choice.
+TEST(FwdSelect, VariantTilesForThePlainSm80KernelOffHopper) {
+  for (int cap : {80, 86, 87, 89, 100, 120}) {
+    FwdChoice c;
+    ASSERT_TRUE(choose_fwd_kernel(cap, 0, problem(64), &c, true).is_ok()) << cap;
+    EXPECT_EQ(c.path, FwdPath::kSm80) << cap;
+    EXPECT_TRUE(c.variant_tiles) << cap;
+  }
+  FwdChoice c;
+  ASSERT_TRUE(choose_fwd_kernel(90, FA_CUDA_PATH_SM80, problem(64), &c, true).is_ok());
+  EXPECT_FALSE(c.variant_tiles);
+  ASSERT_TRUE(choose_fwd_kernel(90, 0, problem(64), &c, true).is_ok());
+  EXPECT_EQ(c.path, FwdPath::kSm90);
+  EXPECT_FALSE(c.variant_tiles);
+  for (int path : {FA_CUDA_PATH_SM75, FA_CUDA_PATH_SM70}) {
+    ASSERT_TRUE(choose_fwd_kernel(80, path, problem(64), &c, true).is_ok()) << path;
+    EXPECT_FALSE(c.variant_tiles) << path;
+  }
+}
+
 TEST(FwdSelect, SameChoiceOnEveryAmpereClassDevice) {
   for (int cap : {80, 86, 87, 89, 90, 100, 120}) EXPECT_EQ(refusal(cap, 0, problem(128)), "") << cap;
   EXPECT_EQ(refusal(90, 80, problem(128)), "");

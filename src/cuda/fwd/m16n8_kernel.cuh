@@ -658,11 +658,19 @@ __global__ void __launch_bounds__(T::kThreads, m16n8_min_blocks<T>())
 }
 
 // One head dim's kernels behind launch_fwd: the plain one with the tile
-// table's shape, the softcap and block-mask variants with the variant table's.
+// table's shape, the softcap and block-mask variants with the variant table's;
+// on the sm80 path, where p.variant_tiles asks for it, the plain one too.
 template <FwdPath kPath, typename Elem, int kHeadDim>
 cudaError_t launch_m16n8(const FwdParams& p, cudaStream_t stream) {
   using T = DefaultFwdTraits<kPath, Elem, kHeadDim>;
   using TV = DefaultFwdVariantTraits<kPath, Elem, kHeadDim>;
+  if constexpr (kPath == FwdPath::kSm80 && !std::is_same_v<T, TV>) {
+    if (p.variant_tiles) {
+      return launch_fwd<TV>(&flash_fwd_m16n8_kernel<TV, false>, &flash_fwd_m16n8_kernel<TV, true>,
+                            p, stream, &flash_fwd_m16n8_kernel<TV, false, true>,
+                            &flash_fwd_m16n8_kernel<TV, true, true>);
+    }
+  }
   return launch_fwd<T, TV>(&flash_fwd_m16n8_kernel<T, false>, &flash_fwd_m16n8_kernel<TV, true>,
                            p, stream, &flash_fwd_m16n8_kernel<TV, false, true>,
                            &flash_fwd_m16n8_kernel<TV, true, true>);

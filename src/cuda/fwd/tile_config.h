@@ -39,7 +39,9 @@ struct FwdTileConfig {
 // each Q fragment read, barrier and row reduction covers twice the keys. Its
 // 128 score floats a thread fit beside O only with the rescale after P (see
 // below); its softcap and block-mask variants keep 64 keys
-// (fwd_variant_tile_config).
+// (fwd_variant_tile_config), and so does its plain kernel off compute
+// capability 9.0, where two blocks of the 128-key shape do not fit an SM's
+// shared memory or were never measured (FwdChoice::variant_tiles).
 constexpr FwdTileConfig sm80_tile_config(int head_dim) {
   switch (head_dim) {
     case 64: return {128, 128, 4, 2, true};

@@ -164,6 +164,7 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
       check_chunked(kWho, "out", p.out, {p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
   out->path = path;
   out->head_dim = head_dim;
+  out->variant_tiles = path == FwdPath::kSm80 && capability != 90;
   return Status::ok();
 }
 
