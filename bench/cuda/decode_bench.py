@@ -96,7 +96,12 @@ def parse_only(text):
         key, _, values = item.partition("=")
         if key not in ("dtype", "B", "Hkv", "Lk") or not values:
             raise ValueError(f"--only: '{item}' is not KEY=V[,V...] with KEY one of dtype, B, Hkv, Lk")
-        only[key] = [v if key == "dtype" else int(v) for v in values.split(",")]
+        try:
+            only[key] = [v if key == "dtype" else int(v) for v in values.split(",")]
+        except ValueError:
+            raise ValueError(f"--only: '{item}' has a value that is not an integer") from None
+        if key == "dtype" and any(v not in ("fp16", "bf16") for v in only[key]):
+            raise ValueError(f"--only: '{item}': dtype takes fp16, bf16")
     return only
 
 
@@ -697,6 +702,8 @@ def parse_args(argv):
         opts.only = parse_only(opts.only)
     except ValueError as exc:
         ap.error(str(exc))
+    if not grid(opts.quick, opts.only):
+        ap.error("--only leaves no row of the " + ("--quick " if opts.quick else "") + "grid")
     return opts
 
 

@@ -283,7 +283,8 @@ def parse_args(argv):
     ap.add_argument("--cuda-path", type=int, default=0, choices=(0, 70, 75, 80, 90),
                     help="force our kernel family (fa_cuda_path); 0 = chosen by the device")
     ap.add_argument("--dtypes", default="fp16,bf16", help="comma-separated subset of fp16,bf16")
-    ap.add_argument("--head-dims", default="64,128", help="comma-separated subset of 64,128")
+    ap.add_argument("--head-dims", default="64,128",
+                    help="comma-separated subset of 64,128 (--quick runs D=128 only)")
     ap.add_argument("--target", default="flash", choices=("flash", "cudnn", "mem_eff"),
                     help="the peer the summary's >= 1.0x line compares with")
     ap.add_argument("--check", dest="check", action="store_true", default=True,
