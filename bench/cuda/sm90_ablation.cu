@@ -46,7 +46,7 @@ template <int kStages, bool kOverlap, bool kPingPong, int kSection = 0>
 cudaError_t run_variant(const FwdParams& p, cudaStream_t stream) {
   using T = Sm90Traits<__half, 128, 128, kStages, kOverlap, kPingPong>;
   auto kernel = &fastattn::cuda::flash_fwd_sm90_kernel<T, false>;
-  return fastattn::cuda::launch_fwd_sm90<T>(kernel, kernel, p, stream, kSection);
+  return fastattn::cuda::launch_sm90_kernel<T>(kernel, p, stream, kSection);
 }
 
 // The kernel variants, then the shipped kernel with the tile order's section

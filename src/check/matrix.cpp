@@ -167,6 +167,26 @@ std::vector<Case> gpu_multi_tile_cases(bool quick) {
     Case strided = base("tiles strided", dt, 333, 555, 64);
     strided.noncontiguous = true;
     m.push_back(with_mask(strided, FA_MASK_SLIDING_WINDOW, 100, 20));
+    // D = 64 where rows see 1024 keys or more on average: on sm90 its
+    // 192-row tiles (three consumer warpgroups), under each mask kind.
+    m.push_back(with_mask(base("tiles 192-row", dt, 700, 2500, 64), FA_MASK_CAUSAL));
+    m.push_back(with_mask(base("tiles 192-row", dt, 2100, 2100, 64), FA_MASK_CAUSAL));
+    m.push_back(with_mask(base("tiles 192-row", dt, 1500, 2600, 64), FA_MASK_SLIDING_WINDOW, 1100, 0));
+    // Rows 0-99 see no key.
+    m.push_back(with_mask(base("tiles 192-row", dt, 3000, 2900, 64), FA_MASK_CAUSAL));
+    Case var64 = base("tiles 192-row varlen", dt, 700, 2500, 64);
+    var64.batch = 4;
+    var64.varlen = true;
+    m.push_back(with_mask(var64, FA_MASK_CAUSAL));
+    Case docs64 = with_mask(base("tiles 192-row documents", dt, 1100, 2300, 64), FA_MASK_CAUSAL);
+    docs64.documents.mean_length = 700;
+    docs64.documents.seed = 41;
+    m.push_back(docs64);
+    Case strided64 = base("tiles 192-row strided", dt, 1000, 1500, 64);
+    strided64.noncontiguous = true;
+    strided64.heads_q = 6;
+    strided64.heads_kv = 1;
+    m.push_back(strided64);
   }
   if (!quick) {
     Case big = base("large", FA_DTYPE_FLOAT16, 4224, 4224, 128);

@@ -70,12 +70,38 @@ TEST(FwdSelect, VariantTilesForThePlainSm80KernelOffHopper) {
   FwdChoice c;
   ASSERT_TRUE(choose_fwd_kernel(90, FA_CUDA_PATH_SM80, problem(64), &c, true).is_ok());
   EXPECT_FALSE(c.variant_tiles);
-  ASSERT_TRUE(choose_fwd_kernel(90, 0, problem(64), &c, true).is_ok());
-  EXPECT_EQ(c.path, FwdPath::kSm90);
-  EXPECT_FALSE(c.variant_tiles);
   for (int path : {FA_CUDA_PATH_SM75, FA_CUDA_PATH_SM70}) {
     ASSERT_TRUE(choose_fwd_kernel(80, path, problem(64), &c, true).is_ok()) << path;
     EXPECT_FALSE(c.variant_tiles) << path;
+  }
+}
+
+// The sm90 path's d = 64 plain kernel runs 192-row tiles (three consumer
+// warpgroups) where rows see about 1024 keys or more on average, the
+// variant table's 128-row tiles below that; other head dims have one shape.
+TEST(FwdSelect, Sm90HeadDim64TakesTheVariantTilesForShortRows) {
+  struct Case {
+    int64_t head_dim, len, window_left;
+    bool causal, variant;
+  };
+  const Case cases[] = {
+      {64, 100, -1, false, true},    {64, 512, -1, false, true},  {64, 1024, -1, false, false},
+      {64, 1024, -1, true, true},    {64, 2048, -1, true, false}, {64, 16384, -1, true, false},
+      {64, 16384, 511, true, true},  {128, 100, -1, false, false}, {96, 512, -1, true, false},
+  };
+  for (const Case& k : cases) {
+    AttentionParams p = problem(k.head_dim);
+    p.seqlen_q = p.seqlen_k = k.len;
+    p.q_batch_stride = p.out_batch_stride = k.len * 8 * k.head_dim;
+    p.kv.k_batch_stride = p.kv.v_batch_stride = k.len * 2 * k.head_dim;
+    if (k.causal) p.mask.right = 0;
+    if (k.window_left >= 0) p.mask.left = k.window_left;
+    FwdChoice c;
+    ASSERT_TRUE(choose_fwd_kernel(90, 0, p, &c, true).is_ok()) << k.head_dim << " " << k.len;
+    EXPECT_EQ(c.path, FwdPath::kSm90);
+    EXPECT_EQ(c.variant_tiles, k.variant)
+        << "d " << k.head_dim << " L " << k.len << " causal " << k.causal << " left "
+        << k.window_left;
   }
 }
 

@@ -62,22 +62,15 @@ inline cudaError_t persistent_grid(const FwdParams& p, int64_t tiles, int* block
   return err;
 }
 
-// Launches `plain`, `capped` (softcap compiled in) or, with a block mask,
-// their block-mask variants (nullptr where the head dim has none: the
-// kernel choice sends those calls to the sm80 path). section_heads > 0
-// overrides the tile order's section (for measurements).
+// Launches one kernel compiled with traits T. section_heads > 0 overrides
+// the tile order's section (for measurements).
 template <class T>
-cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel capped, const FwdParams& p,
-                            cudaStream_t stream, int section_heads = 0,
-                            Sm90Kernel block_plain = nullptr, Sm90Kernel block_capped = nullptr) {
+cudaError_t launch_sm90_kernel(Sm90Kernel kernel, const FwdParams& p, cudaStream_t stream,
+                               int section_heads) {
   Sm90Args maps{};
   const cudaError_t err = make_sm90_maps(p, std::is_same_v<typename T::Elem, __nv_bfloat16>,
                                          T::kBlockM, T::kBlockN, &maps);
   if (err != cudaSuccess) return err;
-  const bool block = p.block.cls != nullptr;
-  const Sm90Kernel kernel = p.softcap > 0.f ? (block ? block_capped : capped)
-                                           : (block ? block_plain : plain);
-  if (kernel == nullptr) return cudaErrorNotSupported;
   const cudaError_t attr = cudaFuncSetAttribute(
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
   if (attr != cudaSuccess) return attr;
@@ -90,6 +83,23 @@ cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel capped, const FwdParams
   if (section_heads > 0) maps.section_heads = std::min(section_heads, p.heads_q * p.batch);
   kernel<<<blocks, T::kThreads, T::kSmemBytes, stream>>>(p, maps);
   return cudaGetLastError();
+}
+
+// Launches `plain`, compiled with traits T, or the variants compiled with TV
+// (fwd_variant_tile_config): the plain kernel where p.variant_tiles asks for
+// it (`plain_tv`), the softcap and the block-mask kernels always (nullptr
+// where the head dim has none: the kernel choice sends those calls to the
+// sm80 path).
+template <class T, class TV = T>
+cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel plain_tv, Sm90Kernel capped,
+                            const FwdParams& p, cudaStream_t stream,
+                            Sm90Kernel block_plain = nullptr, Sm90Kernel block_capped = nullptr) {
+  const bool block = p.block.cls != nullptr, softcap = p.softcap > 0.f;
+  if (!block && !softcap && !p.variant_tiles) return launch_sm90_kernel<T>(plain, p, stream, 0);
+  const Sm90Kernel kernel = block ? (softcap ? block_capped : block_plain)
+                                  : (softcap ? capped : plain_tv);
+  if (kernel == nullptr) return cudaErrorNotSupported;
+  return launch_sm90_kernel<TV>(kernel, p, stream, 0);
 }
 
 }  // namespace fastattn::cuda

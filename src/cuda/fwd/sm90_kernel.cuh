@@ -3,7 +3,7 @@
 //   First level: (kBlockN, d) K/V tiles moved by the copy engine (TMA) into a
 //     kStages-deep shared-memory ring, issued by one producer warp and
 //     handed over through mbarriers (full: bytes landed; empty: consumers done).
-//   Second level: two consumer warpgroups, 64 query rows each, run S = Q K^T
+//   Second level: two or three consumer warpgroups, 64 query rows each, run S = Q K^T
 //     (wgmma, both operands in shared memory) and O += P V (wgmma, P from
 //     registers, V read N-major straight from its [key][dim] tile), with the
 //     online softmax on the CUDA cores in between.
@@ -47,7 +47,7 @@ struct Sm90Args {
 };
 
 template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_,
-          bool kPingPong_>
+          bool kPingPong_, int kConsumers_ = 2>
 struct Sm90Traits {
   using Elem = Elem_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -55,7 +55,7 @@ struct Sm90Traits {
   static constexpr int kStages = kStages_;
   static constexpr bool kOverlap = kOverlap_;
   static constexpr bool kPingPong = kPingPong_;
-  static constexpr int kConsumers = 2;  // warpgroups of 64 query rows
+  static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 query rows
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   // Shared tiles are stored as column blocks of 64 elements (128-byte rows,
@@ -74,33 +74,41 @@ struct Sm90Traits {
   static constexpr bool kSeparateO = kRingBytes + kQBytes <= 227 * 1024;
   // + 1 KiB to align the tiles to the swizzle's 1024-byte atoms.
   static constexpr int kSmemBytes = kRingBytes + (kSeparateO ? kQBytes : 0);
-  // Registers per thread after setmaxnreg. The block is launched with 168
-  // (65536 / 384, rounded down to 8) and may only redistribute those: 128 x
-  // 24 + 256 x 240 = 384 x 168. Asking for more leaves the consumers waiting
+  // Registers per thread after setmaxnreg. The block is launched with 65536
+  // / threads, rounded down to 8 (168 for two consumers, 128 for three), and
+  // may only redistribute those: 128 x 24 + 256 x 240 <= 384 x 168, 128 x 24
+  // + 384 x 160 <= 512 x 128. Asking for more leaves the consumers waiting
   // in setmaxnreg.inc for registers that never come.
+  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
   static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = 240;
-  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * 168);
+  static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
+  static_assert(kConsumers == 2 || kConsumers == 3);
+  static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kThreads * kLaunchRegs);
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0);
   static_assert(kSmemBytes <= 227 * 1024, "shared memory of one Hopper block");
 };
 
-// The shipped configuration of a head dim: the tile table's shape, both
-// overlaps on.
-template <typename Elem, int kHeadDim>
+// The shipped configuration of a head dim: the tile table's shape (a
+// consumer warpgroup per 64 query rows), both overlaps on. kVariant: the
+// block-mask kernels' row of the table (see fwd_variant_tile_config).
+template <typename Elem, int kHeadDim, bool kVariant>
 struct DefaultSm90 {
-  static constexpr FwdTileConfig c = sm90_tile_config(kHeadDim);
-  using type = Sm90Traits<Elem, kHeadDim, c.block_n, c.stages, kHeadDim < 256, true>;
+  static constexpr FwdTileConfig c = kVariant ? fwd_variant_tile_config(FwdPath::kSm90, kHeadDim)
+                                              : sm90_tile_config(kHeadDim);
+  using type =
+      Sm90Traits<Elem, kHeadDim, c.block_n, c.stages, kHeadDim < 256, true, c.block_m / 64>;
 };
 template <typename Elem, int kHeadDim>
-using DefaultSm90Traits = typename DefaultSm90<Elem, kHeadDim>::type;
+using DefaultSm90Traits = typename DefaultSm90<Elem, kHeadDim, false>::type;
+template <typename Elem, int kHeadDim>
+using DefaultSm90VariantTraits = typename DefaultSm90<Elem, kHeadDim, true>::type;
 
 namespace sm90_detail {
 
 // Named barriers (0 is __syncthreads): the ping-pong turn of each consumer
-// warpgroup, and each warpgroup's own epilogue barrier.
+// warpgroup, and each warpgroup's own epilogue barrier (3 consumers at most).
 constexpr int kTurnBarrier = 1;      // + consumer index
-constexpr int kEpilogueBarrier = 3;  // + consumer index
+constexpr int kEpilogueBarrier = 4;  // + consumer index
 
 template <class T>
 struct Smem {
@@ -269,7 +277,7 @@ struct Consumer {
 
   const FwdParams& p;
   const Smem<T>& sm;
-  const int wg;    // consumer index, 0 or 1
+  const int wg;    // consumer index, 0 to kConsumers - 1
   const int row0;  // this thread's first row within the block (second: + 8)
   const int t;     // lane % 4: column pair within each 8-column block
   int kv = 0;      // K/V tiles consumed so far (ring stage and phase)
@@ -295,17 +303,22 @@ struct Consumer {
   }
 
   // Ping-pong turns: wait for this warpgroup's turn to issue MMAs, and hand
-  // the turn over once they are issued.
+  // the turn to the next warpgroup, round robin, once they are issued. Every
+  // consumer takes as many turns as the block has key tiles (+ 1 a query
+  // tile), so the turns alternate strictly and no barrier sees an arrival
+  // before the previous one was waited for.
   __device__ __forceinline__ void take_turn() const {
     if constexpr (T::kPingPong) sm90::named_barrier_sync(sm90_detail::kTurnBarrier + wg, 256);
   }
   __device__ __forceinline__ void pass_turn() const {
-    if constexpr (T::kPingPong)
-      sm90::named_barrier_arrive(sm90_detail::kTurnBarrier + (wg ^ 1), 256);
+    if constexpr (T::kPingPong) {
+      const int next = wg + 1 == T::kConsumers ? 0 : wg + 1;
+      sm90::named_barrier_arrive(sm90_detail::kTurnBarrier + next, 256);
+    }
   }
 
   // Each warp's lane 0 arrives once its share of the MMAs reading a buffer
-  // has completed; the empty barriers count 4 warps x 2 warpgroups.
+  // has completed; the empty barriers count 4 warps x kConsumers warpgroups.
   __device__ __forceinline__ void release(uint32_t bar) const {
     __syncwarp();
     if ((threadIdx.x & 31) == 0) sm90::mbarrier_arrive(bar);
@@ -681,10 +694,11 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
     sm90::setmaxnreg_inc<T::kConsumerRegs>();
     const int wg = (threadIdx.x >> 7) - 1;
     Consumer<T, kSoftcap, kBlockMask> c(p, sm, wg, threadIdx.x & 127);
-    // Warpgroup 0 takes the first turn; the matching last turn of warpgroup 1
-    // is taken after the loop so that every barrier phase completes.
+    // Warpgroup 0 takes the first turn, handed to it by the last warpgroup;
+    // the matching last turn is taken after the loop so that every barrier
+    // phase completes.
     if constexpr (T::kPingPong) {
-      if (wg == 1) sm90::named_barrier_arrive(sm90_detail::kTurnBarrier, 256);
+      if (wg == T::kConsumers - 1) sm90::named_barrier_arrive(sm90_detail::kTurnBarrier, 256);
     }
     const TileOrder order(p, T::kBlockM, args.section_heads);
     int done = 0;

@@ -84,12 +84,14 @@ constexpr FwdTileConfig sm70_tile_config(int head_dim) {
   }
 }
 
-// sm90: two consumer warpgroups of 64 rows and one producer warp(group);
+// sm90: a consumer warpgroup per 64 rows and one producer warp(group);
 // shared memory (227 KiB a block) bounds block_n and the ring's depth: Q
 // takes block_m * 128 bytes per 64 columns, each stage a K and a V tile.
+// d = 64 runs three consumers (192 rows): its softmax per score is as long
+// as its GEMMs, so two warpgroups cannot keep the tensor cores fed.
 constexpr FwdTileConfig sm90_tile_config(int head_dim) {
   switch (head_dim) {
-    case 64: return {128, 128, 12, 3, false};
+    case 64: return {192, 128, 16, 3, false};
     case 96: return {128, 128, 12, 2, false};
     case 128: return {128, 128, 12, 2, false};
     case 256: return {128, 80, 12, 2, false};
@@ -109,12 +111,15 @@ constexpr FwdTileConfig fwd_tile_config(FwdPath path, int head_dim) {
 //     them: block-mask key tiles must tile the mask's blocks (64 keys and
 //     up), and the softcap's registers do not fit beside 128 score floats
 //     (4-88 bytes spilled, by target);
+//   sm90 d = 64, which keeps two consumers (128 rows): block-mask query
+//     tiles must tile the mask's blocks (powers of two);
 //   sm75 d = 128, which steps by 32 keys: at 64, S and the staged tile beside
 //     the block mask's state spilled 4-24 bytes on every target (about 200
 //     registers at 32; the softcap kernel, which did not spill, shares the
 //     shape so that one table row serves both).
 constexpr FwdTileConfig fwd_variant_tile_config(FwdPath path, int head_dim) {
-  return path == FwdPath::kSm80 && head_dim == 64    ? FwdTileConfig{128, 64, 4, 3, false}
+  return path == FwdPath::kSm90 && head_dim == 64    ? FwdTileConfig{128, 128, 12, 3, false}
+         : path == FwdPath::kSm80 && head_dim == 64  ? FwdTileConfig{128, 64, 4, 3, false}
          : path == FwdPath::kSm75 && head_dim == 128 ? FwdTileConfig{128, 32, 8, 1, false}
                                                      : fwd_tile_config(path, head_dim);
 }

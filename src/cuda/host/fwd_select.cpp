@@ -46,6 +46,29 @@ bool block_mask_fits(FwdPath path, const AttentionParams& p) {
   return c.block_m > 0 && bq % c.block_m == 0 && pow2_n && bk % c.block_n == 0;
 }
 
+// The mean number of keys a query row sees under the window, prefix and
+// chunk (documents and block masks ignored), from nine rows spread over the
+// queries: a heuristic's input, not a bound.
+double mean_keys_per_row(const AttentionParams& p) {
+  constexpr int kSamples = 9;
+  double keys = 0;
+  for (int s = 0; s < kSamples; ++s) {
+    const int64_t row = p.seqlen_q <= 1 ? 0 : (p.seqlen_q - 1) * s / (kSamples - 1);
+    int64_t begin = 0, end = 0;
+    p.mask.key_range(row, p.seqlen_q, p.seqlen_k, &begin, &end);
+    keys += double(end - begin);
+  }
+  return keys / kSamples;
+}
+
+// sm90 d = 64: three consumer warpgroups (192-row tiles) pay off once a row
+// sees about 1024 keys; below that, where a query tile has a handful of key
+// tiles, the 128-row tiles of the variant table were faster on an H100
+// (docs/perf/hopper-h100.md).
+bool sm90_short_rows(const AttentionParams& p, int head_dim) {
+  return head_dim == 64 && mean_keys_per_row(p) < 1024;
+}
+
 Status check_sm90(int capability, bool sm90a_code, const AttentionParams& p) {
   std::ostringstream m;
   if (capability != 90) {
@@ -164,7 +187,8 @@ Status choose_fwd_kernel(int capability, int requested_path, const AttentionPara
       check_chunked(kWho, "out", p.out, {p.out_batch_stride, p.out_row_stride, p.out_head_stride}));
   out->path = path;
   out->head_dim = head_dim;
-  out->variant_tiles = path == FwdPath::kSm80 && capability != 90;
+  out->variant_tiles = (path == FwdPath::kSm80 && capability != 90) ||
+                       (path == FwdPath::kSm90 && sm90_short_rows(p, head_dim));
   return Status::ok();
 }
 
