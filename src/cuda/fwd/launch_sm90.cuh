@@ -45,17 +45,18 @@ inline cudaError_t make_sm90_maps(const FwdParams& p, bool bf16, int block_m, in
   return err;
 }
 
-// One block per SM, or fewer when there are fewer pairs of query tiles; and the
-// tile order's section: as many (head, sequence) pairs as have K and V in
-// a quarter of L2 (a GQA group's heads share theirs), so that the blocks
-// running at once, all within a section or two, find each other's K/V there.
-inline cudaError_t persistent_grid(const FwdParams& p, int64_t tiles, int* blocks,
-                                   int* section_heads) {
+// blocks_per_sm blocks per SM, or fewer when there are fewer pairs of query
+// tiles; and the tile order's section: as many (head, sequence) pairs as have
+// K and V in a quarter of L2 (a GQA group's heads share theirs), so that the
+// blocks running at once, all within a section or two, find each other's K/V
+// there.
+inline cudaError_t persistent_grid(const FwdParams& p, int64_t tiles, int blocks_per_sm,
+                                   int* blocks, int* section_heads) {
   int device = 0, sms = 0, l2 = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device);
-  *blocks = static_cast<int>(std::min<int64_t>(tiles, sms));
+  *blocks = static_cast<int>(std::min<int64_t>(tiles, int64_t{sms} * blocks_per_sm));
   const int64_t kv_bytes = std::max<int64_t>(int64_t{p.seqlen_k} * p.head_dim * 4 / p.group_size, 1);
   const int64_t pairs = int64_t{p.heads_q} * p.batch;
   *section_heads = static_cast<int>(std::clamp<int64_t>(int64_t{l2} / 4 / kv_bytes, 1, pairs));
@@ -78,26 +79,29 @@ cudaError_t launch_sm90_kernel(Sm90Kernel kernel, const FwdParams& p, cudaStream
   const int64_t tiles =
       int64_t{((p.seqlen_q + T::kBlockM - 1) / T::kBlockM + 1) / 2} * p.heads_q * p.batch;
   int blocks = 0;
-  const cudaError_t grid_err = persistent_grid(p, tiles, &blocks, &maps.section_heads);
+  const cudaError_t grid_err =
+      persistent_grid(p, tiles, T::kBlocksPerSm, &blocks, &maps.section_heads);
   if (grid_err != cudaSuccess) return grid_err;
   if (section_heads > 0) maps.section_heads = std::min(section_heads, p.heads_q * p.batch);
   kernel<<<blocks, T::kThreads, T::kSmemBytes, stream>>>(p, maps);
   return cudaGetLastError();
 }
 
-// Launches `plain`, compiled with traits T, or the variants compiled with TV
-// (fwd_variant_tile_config): the plain kernel where p.variant_tiles asks for
-// it (`plain_tv`), the softcap and the block-mask kernels always (nullptr
+// Launches `plain`, compiled with traits T; where p.variant_tiles asks for
+// the short-rows shape, `plain_short`, compiled with TS; the softcap and
+// block-mask variants, compiled with TV (fwd_variant_tile_config; nullptr
 // where the head dim has none: the kernel choice sends those calls to the
 // sm80 path).
-template <class T, class TV = T>
-cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel plain_tv, Sm90Kernel capped,
+template <class T, class TV = T, class TS = T>
+cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel plain_short, Sm90Kernel capped,
                             const FwdParams& p, cudaStream_t stream,
                             Sm90Kernel block_plain = nullptr, Sm90Kernel block_capped = nullptr) {
   const bool block = p.block.cls != nullptr, softcap = p.softcap > 0.f;
-  if (!block && !softcap && !p.variant_tiles) return launch_sm90_kernel<T>(plain, p, stream, 0);
-  const Sm90Kernel kernel = block ? (softcap ? block_capped : block_plain)
-                                  : (softcap ? capped : plain_tv);
+  if (!block && !softcap) {
+    return p.variant_tiles ? launch_sm90_kernel<TS>(plain_short, p, stream, 0)
+                           : launch_sm90_kernel<T>(plain, p, stream, 0);
+  }
+  const Sm90Kernel kernel = block ? (softcap ? block_capped : block_plain) : capped;
   if (kernel == nullptr) return cudaErrorNotSupported;
   return launch_sm90_kernel<TV>(kernel, p, stream, 0);
 }

@@ -47,7 +47,7 @@ struct Sm90Args {
 };
 
 template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_,
-          bool kPingPong_, int kConsumers_ = 2>
+          bool kPingPong_, int kConsumers_ = 2, int kBlocksPerSm_ = 1>
 struct Sm90Traits {
   using Elem = Elem_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -56,6 +56,7 @@ struct Sm90Traits {
   static constexpr bool kOverlap = kOverlap_;
   static constexpr bool kPingPong = kPingPong_;
   static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 query rows
+  static constexpr int kBlocksPerSm = kBlocksPerSm_;
   static constexpr int kBlockM = 64 * kConsumers;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   // Shared tiles are stored as column blocks of 64 elements (128-byte rows,
@@ -71,37 +72,52 @@ struct Sm90Traits {
   // allows (then the next tile's Q can land during the epilogue), else in
   // the Q tile.
   static constexpr int kRingBytes = kQBytes + 2 * kStages * kKVTileBytes + kBarrierBytes + 1024;
-  static constexpr bool kSeparateO = kRingBytes + kQBytes <= 227 * 1024;
+  // A block's share of the SM's 228 KiB, less 1 KiB reserved per block.
+  static constexpr int kSmemLimit = kBlocksPerSm == 1 ? 227 * 1024 : 228 * 1024 / kBlocksPerSm - 1024;
+  static constexpr bool kSeparateO = kRingBytes + kQBytes <= kSmemLimit;
   // + 1 KiB to align the tiles to the swizzle's 1024-byte atoms.
   static constexpr int kSmemBytes = kRingBytes + (kSeparateO ? kQBytes : 0);
   // Registers per thread after setmaxnreg. The block is launched with 65536
-  // / threads, rounded down to 8 (168 for two consumers, 128 for three), and
-  // may only redistribute those: 128 x 24 + 256 x 240 <= 384 x 168, 128 x 24
-  // + 384 x 160 <= 512 x 128. Asking for more leaves the consumers waiting
-  // in setmaxnreg.inc for registers that never come.
-  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
+  // / (threads x blocks per SM), rounded down to 8 (168 for two consumers,
+  // 128 for three, 80 for two consumers and two blocks), and may only
+  // redistribute those: 128 x 24 + 256 x 240 <= 384 x 168, 128 x 24 + 384 x
+  // 160 <= 512 x 128, 128 x 24 + 256 x 104 <= 384 x 80. Asking for more
+  // leaves the consumers waiting in setmaxnreg.inc for registers that never
+  // come.
+  static constexpr int kLaunchRegs = 65536 / kBlocksPerSm / kThreads / 8 * 8;
   static constexpr int kProducerRegs = 24;
-  static constexpr int kConsumerRegs = kConsumers == 2 ? 240 : 160;
+  static constexpr int kConsumerRegs = kBlocksPerSm == 2 ? 104 : kConsumers == 2 ? 240 : 160;
   static_assert(kConsumers == 2 || kConsumers == 3);
+  static_assert(kBlocksPerSm == 1 || (kBlocksPerSm == 2 && kConsumers == 2));
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kThreads * kLaunchRegs);
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0);
-  static_assert(kSmemBytes <= 227 * 1024, "shared memory of one Hopper block");
+  static_assert(kSmemBytes <= kSmemLimit, "a block's share of a Hopper SM's shared memory");
 };
 
-// The shipped configuration of a head dim: the tile table's shape (a
-// consumer warpgroup per 64 query rows), both overlaps on. kVariant: the
-// block-mask kernels' row of the table (see fwd_variant_tile_config).
-template <typename Elem, int kHeadDim, bool kVariant>
+// The shipped configuration of a head dim and table: the table's shape (a
+// consumer warpgroup per 64 query rows), ping-pong on, and the
+// intra-warpgroup overlap where registers hold it (not at d = 256, nor with
+// two blocks per SM).
+enum class Sm90Table { kPlain, kVariant, kShortRows };
+template <typename Elem, int kHeadDim, Sm90Table kTable>
 struct DefaultSm90 {
-  static constexpr FwdTileConfig c = kVariant ? fwd_variant_tile_config(FwdPath::kSm90, kHeadDim)
-                                              : sm90_tile_config(kHeadDim);
-  using type =
-      Sm90Traits<Elem, kHeadDim, c.block_n, c.stages, kHeadDim < 256, true, c.block_m / 64>;
+  static constexpr FwdTileConfig c =
+      kTable == Sm90Table::kVariant     ? fwd_variant_tile_config(FwdPath::kSm90, kHeadDim)
+      : kTable == Sm90Table::kShortRows ? sm90_short_rows_tile_config(kHeadDim)
+                                        : sm90_tile_config(kHeadDim);
+  using type = Sm90Traits<Elem, kHeadDim, c.block_n, c.stages,
+                          kHeadDim < 256 && c.blocks_per_sm == 1, true, c.block_m / 64,
+                          c.blocks_per_sm>;
 };
+// The plain kernel's traits, the softcap and block-mask kernels'
+// (fwd_variant_tile_config), and the plain kernel's for short rows.
 template <typename Elem, int kHeadDim>
-using DefaultSm90Traits = typename DefaultSm90<Elem, kHeadDim, false>::type;
+using DefaultSm90Traits = typename DefaultSm90<Elem, kHeadDim, Sm90Table::kPlain>::type;
 template <typename Elem, int kHeadDim>
-using DefaultSm90VariantTraits = typename DefaultSm90<Elem, kHeadDim, true>::type;
+using DefaultSm90VariantTraits = typename DefaultSm90<Elem, kHeadDim, Sm90Table::kVariant>::type;
+template <typename Elem, int kHeadDim>
+using DefaultSm90ShortRowsTraits =
+    typename DefaultSm90<Elem, kHeadDim, Sm90Table::kShortRows>::type;
 
 namespace sm90_detail {
 
@@ -725,7 +741,7 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
 // targets get a body that traps, which the host never launches. kBlockMask:
 // the variant that reads a block mask (see block_mask_of).
 template <class T, bool kSoftcap, bool kBlockMask = false>
-__global__ void __launch_bounds__(T::kThreads, 1)
+__global__ void __launch_bounds__(T::kThreads, T::kBlocksPerSm)
     flash_fwd_sm90_kernel(const __grid_constant__ FwdParams p,
                           const __grid_constant__ Sm90Args args) {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)

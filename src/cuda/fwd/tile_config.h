@@ -29,6 +29,10 @@ struct FwdTileConfig {
   // exponentials with P V, about 3% on an H100 (interleaved A/B runs of the
   // whole grid).
   bool rescale_after_p;
+  // sm90: blocks resident per SM (the persistent grid's blocks per SM); two
+  // split the registers and shared memory, so each block's start and end
+  // overlap the other's mainloop.
+  int blocks_per_sm = 1;
 };
 
 // sm80: 32 rows per warp for d <= 128: each K/V fragment read from shared
@@ -97,6 +101,18 @@ constexpr FwdTileConfig sm90_tile_config(int head_dim) {
     case 256: return {128, 80, 12, 2, false};
     default: return {0, 0, 0, 0, false};
   }
+}
+
+// sm90 d = 64 where rows see fewer than about 1024 keys (sm90_short_rows in
+// host/fwd_select.cpp): a query tile has a handful of key tiles, and a
+// block's start and end (the first Q K^T alone, the last P V, the epilogue)
+// weigh as much as its mainloop. Two blocks per SM of 128 rows x 64 keys
+// overlap one's start and end with the other's mainloop: +5-12% on those
+// rows of the H100 grid against one block of 128 x 128 keys. 104 registers
+// per consumer thread leave no room for a second tile's scores, so these
+// run without the intra-warpgroup overlap.
+constexpr FwdTileConfig sm90_short_rows_tile_config(int head_dim) {
+  return head_dim == 64 ? FwdTileConfig{128, 64, 12, 3, false, 2} : sm90_tile_config(head_dim);
 }
 
 constexpr FwdTileConfig fwd_tile_config(FwdPath path, int head_dim) {

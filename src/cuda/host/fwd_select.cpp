@@ -63,8 +63,8 @@ double mean_keys_per_row(const AttentionParams& p) {
 
 // sm90 d = 64: three consumer warpgroups (192-row tiles) pay off once a row
 // sees about 1024 keys; below that, where a query tile has a handful of key
-// tiles, the 128-row tiles of the variant table were faster on an H100
-// (docs/perf/hopper-h100.md).
+// tiles, two blocks per SM of 128 x 64 tiles (sm90_short_rows_tile_config)
+// were faster on an H100 (docs/perf/hopper-h100.md).
 bool sm90_short_rows(const AttentionParams& p, int head_dim) {
   return head_dim == 64 && mean_keys_per_row(p) < 1024;
 }

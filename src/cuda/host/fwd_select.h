@@ -13,15 +13,16 @@ namespace fastattn::cuda {
 struct FwdChoice {
   FwdPath path = FwdPath::kSm80;
   int head_dim = 0;  // the instantiated head dim (the problem's, rounded up)
-  // The plain kernel takes the variant table's tiles (fwd_variant_tile_config)
-  // instead of the tile table's:
-  // - sm80 path, every device but 9.0. There the tile table's d = 64 shape
+  // The plain kernel takes other tiles than the tile table's:
+  // - sm80 path, every device but 9.0: the variant table's
+  //   (fwd_variant_tile_config). There the tile table's d = 64 shape
   //   (128 keys, 81 KiB of shared memory) fits twice in an SM's 228 KiB;
   //   8.0's 164 KiB hold one such block plus its reserved KiB, not two (4
   //   warps where the 64-key shape runs 8), and 8.6 / 8.9 keep the shape
   //   they ran before: the 128-key tile was measured on 9.0 alone.
   // - sm90 path, d = 64, rows that see fewer than about 1024 keys on average:
-  //   128 query rows a block instead of 192 (see sm90_short_rows).
+  //   the short-rows table's (sm90_short_rows_tile_config): two blocks
+  //   per SM of 128 rows x 64 keys instead of one of 192 x 128.
   bool variant_tiles = false;
 };
 
