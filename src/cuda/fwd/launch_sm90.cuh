@@ -106,4 +106,24 @@ cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel plain_short, Sm90Kernel
   return launch_sm90_kernel<TV>(kernel, p, stream, 0);
 }
 
+// The shipped kernels of one dtype and head dim, as the instance files launch
+// them: the tile table's plain kernel, its short-rows twin, the softcap
+// kernel and the block-mask kernels (none where the key tile is not a power
+// of two: d = 256's 80 keys).
+template <typename Elem, int kHeadDim>
+cudaError_t launch_default_sm90(const FwdParams& p, cudaStream_t stream) {
+  using T = DefaultSm90Traits<Elem, kHeadDim>;
+  using TV = DefaultSm90VariantTraits<Elem, kHeadDim>;
+  using TS = DefaultSm90ShortRowsTraits<Elem, kHeadDim>;
+  Sm90Kernel block_plain = nullptr, block_capped = nullptr;
+  if constexpr (log2_of(TV::kBlockN) >= 0) {
+    block_plain = &flash_fwd_sm90_kernel<TV, false, true>;
+    block_capped = &flash_fwd_sm90_kernel<TV, true, true>;
+  }
+  return launch_fwd_sm90<T, TV, TS>(&flash_fwd_sm90_kernel<T, false>,
+                                    &flash_fwd_sm90_kernel<TS, false>,
+                                    &flash_fwd_sm90_kernel<TV, true>, p, stream, block_plain,
+                                    block_capped);
+}
+
 }  // namespace fastattn::cuda

@@ -6,9 +6,7 @@ namespace fastattn::cuda {
 
 template <>
 cudaError_t run_flash_fwd<FwdPath::kSm90, __nv_bfloat16, 256>(const FwdParams& p, cudaStream_t stream) {
-  using T = DefaultSm90Traits<__nv_bfloat16, 256>;
-  return launch_fwd_sm90<T>(&flash_fwd_sm90_kernel<T, false>, &flash_fwd_sm90_kernel<T, false>,
-                            &flash_fwd_sm90_kernel<T, true>, p, stream);
+  return launch_default_sm90<__nv_bfloat16, 256>(p, stream);
 }
 
 }  // namespace fastattn::cuda

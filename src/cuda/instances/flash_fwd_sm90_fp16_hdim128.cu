@@ -6,14 +6,7 @@ namespace fastattn::cuda {
 
 template <>
 cudaError_t run_flash_fwd<FwdPath::kSm90, __half, 128>(const FwdParams& p, cudaStream_t stream) {
-  using T = DefaultSm90Traits<__half, 128>;
-  using TV = DefaultSm90VariantTraits<__half, 128>;
-  using TS = DefaultSm90ShortRowsTraits<__half, 128>;
-  return launch_fwd_sm90<T, TV, TS>(&flash_fwd_sm90_kernel<T, false>,
-                                    &flash_fwd_sm90_kernel<TS, false>,
-                                    &flash_fwd_sm90_kernel<TV, true>, p, stream,
-                                    &flash_fwd_sm90_kernel<TV, false, true>,
-                                    &flash_fwd_sm90_kernel<TV, true, true>);
+  return launch_default_sm90<__half, 128>(p, stream);
 }
 
 }  // namespace fastattn::cuda
