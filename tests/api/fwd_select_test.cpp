@@ -78,8 +78,9 @@ TEST(FwdSelect, VariantTilesForThePlainSm80KernelOffHopper) {
 
 // The sm90 path's d = 64 plain kernel runs 192-row tiles (three consumer
 // warpgroups) where rows see about 1024 keys or more on average, the
-// variant table's 128-row tiles below that; other head dims have one shape.
-TEST(FwdSelect, Sm90HeadDim64TakesTheVariantTilesForShortRows) {
+// short-rows table's shape below that (variant_tiles); other head dims have
+// one shape.
+TEST(FwdSelect, Sm90HeadDim64TakesTheShortRowsTilesForShortRows) {
   struct Case {
     int64_t head_dim, len, window_left;
     bool causal, variant;

@@ -87,43 +87,30 @@ cudaError_t launch_sm90_kernel(Sm90Kernel kernel, const FwdParams& p, cudaStream
   return cudaGetLastError();
 }
 
-// Launches `plain`, compiled with traits T; where p.variant_tiles asks for
-// the short-rows shape, `plain_short`, compiled with TS; the softcap and
-// block-mask variants, compiled with TV (fwd_variant_tile_config; nullptr
-// where the head dim has none: the kernel choice sends those calls to the
-// sm80 path).
-template <class T, class TV = T, class TS = T>
-cudaError_t launch_fwd_sm90(Sm90Kernel plain, Sm90Kernel plain_short, Sm90Kernel capped,
-                            const FwdParams& p, cudaStream_t stream,
-                            Sm90Kernel block_plain = nullptr, Sm90Kernel block_capped = nullptr) {
-  const bool block = p.block.cls != nullptr, softcap = p.softcap > 0.f;
-  if (!block && !softcap) {
-    return p.variant_tiles ? launch_sm90_kernel<TS>(plain_short, p, stream, 0)
-                           : launch_sm90_kernel<T>(plain, p, stream, 0);
-  }
-  const Sm90Kernel kernel = block ? (softcap ? block_capped : block_plain) : capped;
-  if (kernel == nullptr) return cudaErrorNotSupported;
-  return launch_sm90_kernel<TV>(kernel, p, stream, 0);
-}
-
-// The shipped kernels of one dtype and head dim, as the instance files launch
-// them: the tile table's plain kernel, its short-rows twin, the softcap
-// kernel and the block-mask kernels (none where the key tile is not a power
-// of two: d = 256's 80 keys).
+// Launches the shipped kernel of one dtype and head dim for p, as the
+// instance files do: the tile table's plain kernel (T); where p.variant_tiles
+// asks for it, the short-rows shape (TS, sm90_short_rows_tile_config); with a
+// softcap or a block mask, their kernels on the variant table's tiles (TV,
+// fwd_variant_tile_config). The kernel choice sends block masks elsewhere
+// where the key tile is not a power of two (d = 256's 80 keys), so those
+// kernels are not compiled there.
 template <typename Elem, int kHeadDim>
 cudaError_t launch_default_sm90(const FwdParams& p, cudaStream_t stream) {
   using T = DefaultSm90Traits<Elem, kHeadDim>;
   using TV = DefaultSm90VariantTraits<Elem, kHeadDim>;
   using TS = DefaultSm90ShortRowsTraits<Elem, kHeadDim>;
-  Sm90Kernel block_plain = nullptr, block_capped = nullptr;
-  if constexpr (log2_of(TV::kBlockN) >= 0) {
-    block_plain = &flash_fwd_sm90_kernel<TV, false, true>;
-    block_capped = &flash_fwd_sm90_kernel<TV, true, true>;
+  const bool block = p.block.cls != nullptr, softcap = p.softcap > 0.f;
+  if (block) {
+    if constexpr (log2_of(TV::kBlockN) >= 0) {
+      return launch_sm90_kernel<TV>(softcap ? &flash_fwd_sm90_kernel<TV, true, true>
+                                            : &flash_fwd_sm90_kernel<TV, false, true>,
+                                    p, stream, 0);
+    }
+    return cudaErrorNotSupported;
   }
-  return launch_fwd_sm90<T, TV, TS>(&flash_fwd_sm90_kernel<T, false>,
-                                    &flash_fwd_sm90_kernel<TS, false>,
-                                    &flash_fwd_sm90_kernel<TV, true>, p, stream, block_plain,
-                                    block_capped);
+  if (softcap) return launch_sm90_kernel<TV>(&flash_fwd_sm90_kernel<TV, true>, p, stream, 0);
+  return p.variant_tiles ? launch_sm90_kernel<TS>(&flash_fwd_sm90_kernel<TS, false>, p, stream, 0)
+                         : launch_sm90_kernel<T>(&flash_fwd_sm90_kernel<T, false>, p, stream, 0);
 }
 
 }  // namespace fastattn::cuda

@@ -73,7 +73,8 @@ struct Sm90Traits {
   // the Q tile.
   static constexpr int kRingBytes = kQBytes + 2 * kStages * kKVTileBytes + kBarrierBytes + 1024;
   // A block's share of the SM's 228 KiB, less 1 KiB reserved per block.
-  static constexpr int kSmemLimit = kBlocksPerSm == 1 ? 227 * 1024 : 228 * 1024 / kBlocksPerSm - 1024;
+  static constexpr int kSmemLimit =
+      kBlocksPerSm == 1 ? 227 * 1024 : 228 * 1024 / kBlocksPerSm - 1024;
   static constexpr bool kSeparateO = kRingBytes + kQBytes <= kSmemLimit;
   // + 1 KiB to align the tiles to the swizzle's 1024-byte atoms.
   static constexpr int kSmemBytes = kRingBytes + (kSeparateO ? kQBytes : 0);
