@@ -33,7 +33,7 @@ enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
 option(FASTATTN_CUDA_PTXAS_VERBOSE "Print ptxas register, spill and shared-memory reports" OFF)
-option(FASTATTN_CUDA_BUILD_DRIVER "Build the kernel drivers under bench/cuda/ (flash_sm80_driver, decode_ablation, sm90_ablation)" OFF)
+option(FASTATTN_CUDA_BUILD_DRIVER "Build the kernel drivers under bench/cuda/ (flash_sm80_driver, decode_ablation, sm90_ablation, sm90_trace)" OFF)
 
 set(_fastattn_root ${CMAKE_CURRENT_LIST_DIR}/..)
 file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS
@@ -77,5 +77,11 @@ if(FASTATTN_CUDA_BUILD_DRIVER)
                                                    CUDA_ARCHITECTURES 90a-real)
     target_compile_options(sm90_ablation PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
     target_link_libraries(sm90_ablation PRIVATE fastattn_cuda)
+    add_executable(sm90_trace ${_fastattn_root}/bench/cuda/sm90_trace.cu)
+    target_include_directories(sm90_trace PRIVATE ${_fastattn_root}/include)
+    set_target_properties(sm90_trace PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON
+                                                CUDA_ARCHITECTURES 90a-real)
+    target_compile_options(sm90_trace PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 --expt-relaxed-constexpr>)
+    target_link_libraries(sm90_trace PRIVATE fastattn_cuda)
   endif()
 endif()

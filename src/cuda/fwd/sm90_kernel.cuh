@@ -9,8 +9,9 @@
 //     online softmax on the CUDA cores in between.
 // The tensor cores and the CUDA cores overlap at two levels, each a compile-
 // time switch so that its worth can be measured:
-//   kOverlap (within a warpgroup): Q K^T of tile i+1 and P V of tile i are in
-//     flight while the softmax of tile i+1 runs;
+//   kOverlap (within a warpgroup): Q K^T of tile i+1 and P V of tile i are
+//     issued together, and P V runs while the softmax of tile i+1 does
+//     (see kPackLate);
 //   kPingPong (between warpgroups): named barriers let one warpgroup issue its
 //     MMAs while the other runs its softmax, so the tensor cores stay fed.
 // Key tiles are visited from the last to the first, so the masked tiles at
@@ -58,6 +59,14 @@ struct Sm90Traits {
   static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 query rows
   static constexpr int kBlocksPerSm = kBlocksPerSm_;
   static constexpr int kBlockM = 64 * kConsumers;
+  // Where the overlapped mainloop turns the softmaxed S into P (kOverlap):
+  // packed right after the softmax, P lands in the registers that the P V in
+  // flight reads, and ptxas then hoists the wait for that P V above the
+  // softmax (to interleave the packs with the exponentials), so the softmax
+  // never runs beside P V. Packed late, at the start of the next step, the
+  // softmax does: +1-3% at d = 128 from 2K tokens (interleaved A/B runs on an
+  // H100). Three consumers (d = 64) measured 1-4% faster with the early pack.
+  static constexpr bool kPackLate = kConsumers == 2;
   static constexpr int kThreads = 128 * (kConsumers + 1);
   // Shared tiles are stored as column blocks of 64 elements (128-byte rows,
   // the widest TMA / wgmma swizzle); d = 96 leaves half of its second block
@@ -93,6 +102,29 @@ struct Sm90Traits {
   static_assert(128 * kProducerRegs + 128 * kConsumers * kConsumerRegs <= kThreads * kLaunchRegs);
   static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0);
   static_assert(kSmemBytes <= kSmemLimit, "a block's share of a Hopper SM's shared memory");
+  // Timestamps of a query tile's steps (Sm90Event): a tracing build
+  // (bench/cuda/sm90_trace.cu) derives traits whose record() stores them;
+  // here every hook compiles away.
+  static constexpr bool kTrace = false;
+  static __device__ __forceinline__ void record(int /*role*/, int /*n*/, int /*event*/) {}
+};
+
+// The steps a tracing build timestamps, by the producer thread (role 0) and
+// thread 0 of each consumer warpgroup (role 1 + consumer index).
+enum Sm90Event : int {
+  kEvTileBegin,     // consumer: a query tile starts
+  kEvQReady,        // consumer: its Q has landed
+  kEvKReady,        // consumer: a K tile has landed
+  kEvTurn,          // consumer: its ping-pong turn came
+  kEvIssued,        // consumer: MMAs issued, turn passed on
+  kEvScores,        // consumer: S = Q K^T complete
+  kEvSoftmax,       // consumer: softmax done
+  kEvPv,            // consumer: O += P V complete
+  kEvEpilogue,      // consumer: O stored (TMA store issued)
+  kEvProducerQ,     // producer: the Q buffer is free, Q issued
+  kEvProducerK,     // producer: a K slot is free, K issued
+  kEvProducerV,     // producer: a V slot is free, V issued
+  kEvCount
 };
 
 // The shipped configuration of a head dim and table: the table's shape (a
@@ -177,8 +209,13 @@ struct TileOrder {
       const int within = i - first * pairs_m;
       const int width = min(section, heads_batch - first);
       const int rank = within / width, hb = first + within % width;
-      f(tiles_m - 1 - rank, hb % heads, hb / heads);
-      if (rank != tiles_m - 1 - rank) f(rank, hb % heads, hb / heads);
+      // One call site, so that the tile's code is inlined once: two (one
+      // per tile of the pair) doubled the kernel to 137 KB, and the second
+      // copy's tile starts and epilogues stalled on instruction fetch.
+      const int last = tiles_m - 1 - rank;
+#pragma unroll 1
+      for (int j = 0, n = rank == last ? 1 : 2; j < n; ++j)
+        f(j == 0 ? last : rank, hb % heads, hb / heads);
     }
   }
 };
@@ -245,13 +282,17 @@ template <class T, bool kBlockMask>
 __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& args,
                                          const Smem<T>& sm) {
   const TileOrder order(p, T::kBlockM, args.section_heads);
-  int kv = 0, done = 0;
+  int kv = 0, done = 0, trace_n = 0;
+  const auto mark = [&](Sm90Event e) {
+    if constexpr (T::kTrace) T::record(0, trace_n++, e);
+  };
   order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
     const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, false);
     if (blk.empty()) return;
     const int hk = h / p.group_size;
     // Q of the previous tile is free once both consumers' last Q K^T ended.
     sm90::mbarrier_wait(sm.q_empty(), (done & 1) ^ 1);
+    mark(kEvProducerQ);
     sm90::mbarrier_arrive_expect_tx(sm.q_full(), T::kQBytes);
 #pragma unroll
     for (int c = 0; c < T::kColBlocks; ++c)
@@ -264,12 +305,14 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
       const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
       const int row = blk.k_row + nb * T::kBlockN;
       sm90::mbarrier_wait(sm.k_empty(stage), parity);
+      mark(kEvProducerK);
       sm90::mbarrier_arrive_expect_tx(sm.k_full(stage), T::kKVTileBytes);
 #pragma unroll
       for (int c = 0; c < T::kColBlocks; ++c)
         sm90::tma_load_4d(sm.k_tile(stage) + c * T::kKVBlockBytes, &args.k, sm.k_full(stage),
                           64 * c, row, hk, blk.map_b);
       sm90::mbarrier_wait(sm.v_empty(stage), parity);
+      mark(kEvProducerV);
       sm90::mbarrier_arrive_expect_tx(sm.v_full(stage), T::kKVTileBytes);
 #pragma unroll
       for (int c = 0; c < T::kColBlocks; ++c)
@@ -299,6 +342,7 @@ struct Consumer {
   const int t;     // lane % 4: column pair within each 8-column block
   int kv = 0;      // K/V tiles consumed so far (ring stage and phase)
   bool stored = false;  // a TMA store of O may still be reading the O buffer
+  int trace_n = 0;      // timestamps recorded (tracing builds)
 
   float o[kO];
   float row_max[2], row_sum[2];
@@ -311,6 +355,12 @@ struct Consumer {
   __device__ __forceinline__ Consumer(const FwdParams& p_, const Smem<T>& sm_, int wg_, int wtid)
       : p(p_), sm(sm_), wg(wg_), row0(wg_ * 64 + (wtid >> 5) * 16 + ((wtid & 31) >> 2)),
         t(wtid & 3) {}
+
+  __device__ __forceinline__ void mark(Sm90Event e) {
+    if constexpr (T::kTrace) {
+      if ((threadIdx.x & 127) == 0) T::record(1 + wg, trace_n++, e);
+    }
+  }
 
   __device__ __forceinline__ void reset() {
 #pragma unroll
@@ -402,10 +452,17 @@ struct Consumer {
     const float scale_log2 = p.scale_log2;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = row_max[r];
+      // The row maximum in four independent chains: one chain of 32
+      // dependent max instructions stalled on each one's latency.
+      constexpr int kChains = 4;
+      static_assert(kS / 4 >= kChains);
+      float m[kChains];
 #pragma unroll
-      for (int i = 0; i < kS; ++i)
-        if (((i >> 1) & 1) == r) mx = fmaxf(mx, s[i]);
+      for (int c = 0; c < kChains; ++c) m[c] = fmaxf(s[4 * c + 2 * r], s[4 * c + 2 * r + 1]);
+#pragma unroll
+      for (int k = kChains; k < kS / 4; ++k)
+        m[k % kChains] = fmaxf(fmaxf(m[k % kChains], s[4 * k + 2 * r]), s[4 * k + 2 * r + 1]);
+      float mx = fmaxf(fmaxf(row_max[r], fmaxf(m[0], m[1])), fmaxf(m[2], m[3]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       // A row with no key so far keeps m = -inf; its exponents use offset 0
@@ -507,6 +564,19 @@ struct Consumer {
     return ((kv + it) / T::kStages) & 1;
   }
 
+  // kPackLate: the P V issued a step ago (key tile `done`, -1 for none) has
+  // ended, so its V slot and the P registers are free and O can take the
+  // new scale; then the softmaxed S becomes the next P.
+  __device__ __forceinline__ void finish_pv_and_pack(const float (&s)[kS], uint32_t (&pa)[kPV][4],
+                                                     const float (&corr)[2], int done) {
+    sm90::wgmma_wait<0>();
+    sm90::fence_registers(o);
+    mark(kEvPv);
+    if (done >= 0) release(sm.v_empty(stage_of(done)));
+    rescale_o(corr);
+    pack_p(s, pa);
+  }
+
   __device__ __forceinline__ void mainloop(const Block& blk) {
     const int n_tiles = blk.key_tiles();
     if (n_tiles == 0) {
@@ -519,49 +589,69 @@ struct Consumer {
     if constexpr (T::kOverlap) {
       // Tile 0: S alone.
       sm90::mbarrier_wait(sm.k_full(stage_of(0)), parity_of(0));
+      mark(kEvKReady);
       take_turn();
+      mark(kEvTurn);
       sm90::wgmma_fence();
       issue_qk(s, stage_of(0));
       sm90::wgmma_commit();
       pass_turn();
+      mark(kEvIssued);
       sm90::wgmma_wait<0>();
       sm90::fence_registers(s);
+      mark(kEvScores);
       release(sm.k_empty(stage_of(0)));
       if (n_tiles == 1) release_q_after_mma();
       softmax(s, blk, blk.tile(0, p, T::kBlockN), corr);
-      pack_p(s, pa);
+      if constexpr (!T::kPackLate) pack_p(s, pa);
+      mark(kEvSoftmax);
       for (int it = 1; it < n_tiles; ++it) {
         const int stage = stage_of(it), prev = stage_of(it - 1);
+        if constexpr (T::kPackLate) finish_pv_and_pack(s, pa, corr, it - 2);
         sm90::mbarrier_wait(sm.k_full(stage), parity_of(it));
+        mark(kEvKReady);
         take_turn();
+        mark(kEvTurn);
         sm90::wgmma_fence();
         issue_qk(s, stage);
         sm90::wgmma_commit();
+        // O takes the new scale while Q K^T runs, before P V accumulates.
+        if constexpr (!T::kPackLate) rescale_o(corr);
         sm90::mbarrier_wait(sm.v_full(prev), parity_of(it - 1));
         sm90::wgmma_fence();  // P and O were last written by ordinary code
         issue_pv(pa, prev);
         sm90::wgmma_commit();
         pass_turn();
+        mark(kEvIssued);
         sm90::wgmma_wait<1>();
         sm90::fence_registers(s);
+        mark(kEvScores);
         release(sm.k_empty(stage));
         if (it == n_tiles - 1) release_q_after_mma();
         softmax(s, blk, blk.tile(it, p, T::kBlockN), corr);
-        sm90::wgmma_wait<0>();
-        sm90::fence_registers(o);
-        release(sm.v_empty(prev));
-        rescale_o(corr);
-        pack_p(s, pa);
+        mark(kEvSoftmax);
+        if constexpr (!T::kPackLate) {
+          sm90::wgmma_wait<0>();
+          sm90::fence_registers(o);
+          mark(kEvPv);
+          release(sm.v_empty(prev));
+          pack_p(s, pa);
+        }
       }
+      if constexpr (T::kPackLate) finish_pv_and_pack(s, pa, corr, n_tiles - 2);
       const int last = stage_of(n_tiles - 1);
       sm90::mbarrier_wait(sm.v_full(last), parity_of(n_tiles - 1));
       take_turn();
+      mark(kEvTurn);
+      if constexpr (!T::kPackLate) rescale_o(corr);
       sm90::wgmma_fence();
       issue_pv(pa, last);
       sm90::wgmma_commit();
       pass_turn();
+      mark(kEvIssued);
       sm90::wgmma_wait<0>();
       sm90::fence_registers(o);
+      mark(kEvPv);
       release(sm.v_empty(last));
     } else {
       for (int it = 0; it < n_tiles; ++it) {
@@ -602,15 +692,16 @@ struct Consumer {
                                            int b) {
     const int wtid = threadIdx.x & 127;
     const bool tma_store = p.cu_seqlens_q == nullptr;
-    float lse[2];
+    // row_sum becomes the whole row's sum, then its inverse; the LSE (a
+    // logarithm) is worked out only where it is stored.
+    float sum[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float l = row_sum[r];
       l += __shfl_xor_sync(0xffffffffu, l, 1);
       l += __shfl_xor_sync(0xffffffffu, l, 2);
-      const RowEnd end = finish_row(l, row_max[r], p.scale_log2);
-      lse[r] = end.lse;
-      row_sum[r] = end.inv;
+      sum[r] = l;
+      row_sum[r] = l > 0.f ? 1.f / l : 0.f;
     }
     // The previous tile's O has left the buffer: its TMA store has read it
     // (the issuing thread waits), or every thread has copied its part out.
@@ -670,7 +761,8 @@ struct Consumer {
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int row = blk.m0 + row0 + 8 * r;
-        if (row < blk.lq) lse_g[row * p.lse_row_stride] = lse[r];
+        if (row < blk.lq)
+          lse_g[row * p.lse_row_stride] = finish_row(sum[r], row_max[r], p.scale_log2).lse;
       }
     }
   }
@@ -722,11 +814,14 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
     order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
       const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, true);
       if (blk.empty()) return;
+      c.mark(kEvTileBegin);
       c.reset();
       c.start_tile(blk);
       sm90::mbarrier_wait(sm.q_full(), done & 1);
+      c.mark(kEvQReady);
       c.mainloop(blk);
       c.epilogue(args, blk, h, b);
+      c.mark(kEvEpilogue);
       ++done;
     });
     if constexpr (T::kPingPong) {
