@@ -19,6 +19,7 @@
 
 #include "cuda/fwd/launch_sm90.cuh"
 #include "check_cuda.cuh"
+#include "sm90_driver_common.cuh"
 #include "device_random.cuh"
 
 namespace {
@@ -26,7 +27,9 @@ namespace {
 using fastattn::cuda::FwdParams;
 using fastattn::cuda::Sm90Traits;
 
+using fastattn::bench::bshd_params;
 using fastattn::bench::fill_normal;
+using fastattn::bench::median_ms;
 
 __global__ void max_abs_diff(const __half* a, const __half* b, int64_t n, float* out) {
   float m = 0.f;
@@ -65,41 +68,7 @@ const Variant kVariants[] = {
     {"section of all heads", &run_variant<2, true, true, 1 << 20>},
 };
 
-FwdParams make_params(void* q, void* k, void* v, void* o, int b, int l, int h, bool causal) {
-  constexpr int d = 128;
-  FwdParams p;
-  p.q = q, p.k = k, p.v = v, p.out = o;
-  p.q_row_stride = p.k_row_stride = p.v_row_stride = p.out_row_stride = int64_t{h} * d;
-  p.q_head_stride = p.k_head_stride = p.v_head_stride = p.out_head_stride = d;
-  p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.out_batch_stride = int64_t{l} * h * d;
-  p.batch = b, p.heads_q = h, p.group_size = 1;
-  p.seqlen_q = p.seqlen_k = l;
-  p.rows_q = p.rows_k = l;
-  p.head_dim = d;
-  p.window_left = -1;
-  p.window_right = causal ? 0 : -1;
-  p.scale_log2 = 1.4426950408889634f / std::sqrt(float(d));
-  return p;
-}
 
-float median_ms(const Variant& v, const FwdParams& p, int repeats) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 5; ++i) CHECK_CUDA(v.run(p, nullptr));
-  std::vector<float> ms(repeats);
-  for (float& m : ms) {
-    CHECK_CUDA(cudaEventRecord(start));
-    CHECK_CUDA(v.run(p, nullptr));
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    CHECK_CUDA(cudaEventElapsedTime(&m, start, stop));
-  }
-  std::sort(ms.begin(), ms.end());
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  return ms[ms.size() / 2];
-}
 
 }  // namespace
 
@@ -138,8 +107,8 @@ int main(int argc, char** argv) {
     for (int causal = 0; causal < 2; ++causal)
       for (int l : lengths) {
         const int b = kTokens / l;
-        const FwdParams ref = make_params(q, k, v, o_ref, b, l, kHeads, causal);
-        const FwdParams p = make_params(q, k, v, o, b, l, kHeads, causal);
+        const FwdParams ref = bshd_params(q, k, v, o_ref, b, l, kHeads, kD, causal);
+        const FwdParams p = bshd_params(q, k, v, o, b, l, kHeads, kD, causal);
         CHECK_CUDA(kVariants[0].run(ref, nullptr));
         CHECK_CUDA(cudaMemset(o, 0xff, n * sizeof(__half)));  // NaN poison
         CHECK_CUDA(var.run(p, nullptr));
@@ -148,7 +117,7 @@ int main(int argc, char** argv) {
         float d = 0.f;
         CHECK_CUDA(cudaMemcpy(&d, diff, sizeof(float), cudaMemcpyDeviceToHost));
         worst = std::isnan(d) || d > worst ? d : worst;
-        const double ms = median_ms(var, p, 20);
+        const double ms = median_ms([&] { return var.run(p, nullptr); }, 20);
         const double tflops = 4.0 * b * double(l) * l * kHeads * kD / (causal ? 2 : 1) / (ms * 1e9);
         std::printf(" %7.1f", tflops);
         if (json)

@@ -22,6 +22,7 @@
 
 #include "cuda/fwd/launch_sm90.cuh"
 #include "check_cuda.cuh"
+#include "sm90_driver_common.cuh"
 #include "device_random.cuh"
 
 namespace {
@@ -49,41 +50,7 @@ const char* const kEventNames[fc::kEvCount] = {
     "tile begin", "Q ready", "K ready", "turn", "MMAs issued", "S done",
     "softmax done", "PV done", "O stored", "P: Q issued", "P: K issued", "P: V issued"};
 
-FwdParams make_params(void* q, void* k, void* v, void* o, int b, int l, int h, int d, bool causal) {
-  FwdParams p;
-  p.q = q, p.k = k, p.v = v, p.out = o;
-  p.q_row_stride = p.k_row_stride = p.v_row_stride = p.out_row_stride = int64_t{h} * d;
-  p.q_head_stride = p.k_head_stride = p.v_head_stride = p.out_head_stride = d;
-  p.q_batch_stride = p.k_batch_stride = p.v_batch_stride = p.out_batch_stride = int64_t{l} * h * d;
-  p.batch = b, p.heads_q = h, p.group_size = 1;
-  p.seqlen_q = p.seqlen_k = l;
-  p.rows_q = p.rows_k = l;
-  p.head_dim = d;
-  p.window_left = -1;
-  p.window_right = causal ? 0 : -1;
-  p.scale_log2 = 1.4426950408889634f / std::sqrt(float(d));
-  return p;
-}
 
-template <class Launch>
-float median_ms(Launch&& launch, int repeats) {
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 5; ++i) CHECK_CUDA(launch());
-  std::vector<float> ms(repeats);
-  for (float& m : ms) {
-    CHECK_CUDA(cudaEventRecord(start));
-    CHECK_CUDA(launch());
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    CHECK_CUDA(cudaEventElapsedTime(&m, start, stop));
-  }
-  std::sort(ms.begin(), ms.end());
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  return ms[ms.size() / 2];
-}
 
 // Per role: the time between each pair of consecutive steps, summed over
 // the traced blocks, largest first.
@@ -137,7 +104,7 @@ int run(int len, bool causal, FILE* csv) {
   fastattn::bench::fill_normal<<<1024, 256>>>(q, n, 1);
   fastattn::bench::fill_normal<<<1024, 256>>>(k, n, 2);
   fastattn::bench::fill_normal<<<1024, 256>>>(v, n, 3);
-  const FwdParams p = make_params(q, k, v, o, b, len, kHeads, kD, causal);
+  const FwdParams p = fastattn::bench::bshd_params(q, k, v, o, b, len, kHeads, kD, causal);
   auto shipped = [&] {
     return fc::launch_sm90_kernel<T>(&fc::flash_fwd_sm90_kernel<T, false>, p, nullptr, 0);
   };
@@ -145,7 +112,8 @@ int run(int len, bool causal, FILE* csv) {
     return fc::launch_sm90_kernel<TT>(&fc::flash_fwd_sm90_kernel<TT, false>, p, nullptr, 0);
   };
   const double flops = 4.0 * b * double(len) * len * kHeads * kD / (causal ? 2 : 1);
-  const float ms_shipped = median_ms(shipped, 20), ms_traced = median_ms(traced, 20);
+  const float ms_shipped = fastattn::bench::median_ms(shipped, 20),
+              ms_traced = fastattn::bench::median_ms(traced, 20);
   std::printf("fp16 D=%d L=%d B=%d H=%d %s: %d consumers, %d-key tiles, %d stages, %d block(s)/SM\n",
               kD, len, b, kHeads, causal ? "causal" : "non-causal", T::kConsumers, T::kBlockN,
               T::kStages, T::kBlocksPerSm);
