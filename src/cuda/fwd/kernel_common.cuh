@@ -31,12 +31,17 @@ __device__ __forceinline__ float softcap(float x, float cap, float k) {
 // The end of a row's online softmax from its quad-summed l and its maximum
 // m: the factor that normalises O (0 when no key was allowed, so O = 0) and
 // the natural-log LSE (-inf then).
+// Each part on its own too, for a kernel that stores the LSE only on request.
+__device__ __forceinline__ float row_inverse(float l) { return l > 0.f ? 1.f / l : 0.f; }
+__device__ __forceinline__ float row_lse(float l, float m, float scale_log2) {
+  constexpr float kLn2 = 0.6931471805599453f;
+  return l > 0.f ? (m * scale_log2 + log2f(l)) * kLn2 : -INFINITY;
+}
 struct RowEnd {
   float inv, lse;
 };
 __device__ __forceinline__ RowEnd finish_row(float l, float m, float scale_log2) {
-  constexpr float kLn2 = 0.6931471805599453f;
-  return {l > 0.f ? 1.f / l : 0.f, l > 0.f ? (m * scale_log2 + log2f(l)) * kLn2 : -INFINITY};
+  return {row_inverse(l), row_lse(l, m, scale_log2)};
 }
 
 // Where the block of query rows [m0, m0 + block_m) of head h, sequence b
