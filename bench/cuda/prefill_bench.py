@@ -54,12 +54,15 @@ def flops(B, L, H, D, causal):
     return 4.0 * B * L * L * H * D / (2 if causal else 1)
 
 
-def grid(quick, dtypes=("fp16", "bf16"), head_dims=(64, 128)):
+GRID_LENS = (512, 1024, 2048, 4096, 8192, 16384)
+
+
+def grid(quick, dtypes=("fp16", "bf16"), head_dims=(64, 128), lens=GRID_LENS):
     if quick:
         return [("fp16", 128, L, causal) for causal in (False, True) for L in (1024, 8192)]
     return [(dtype, D, L, causal)
             for dtype in dtypes for D in head_dims for causal in (False, True)
-            for L in (512, 1024, 2048, 4096, 8192, 16384)]
+            for L in lens]
 
 
 class Ours:
@@ -285,6 +288,8 @@ def parse_args(argv):
     ap.add_argument("--dtypes", default="fp16,bf16", help="comma-separated subset of fp16,bf16")
     ap.add_argument("--head-dims", default="64,128",
                     help="comma-separated subset of 64,128 (--quick runs D=128 only)")
+    ap.add_argument("--lens", default=",".join(str(L) for L in GRID_LENS),
+                    help="comma-separated subset of the grid's sequence lengths")
     ap.add_argument("--target", default="flash", choices=("flash", "cudnn", "mem_eff"),
                     help="the peer the summary's >= 1.0x line compares with")
     ap.add_argument("--check", dest="check", action="store_true", default=True,
@@ -302,6 +307,12 @@ def parse_args(argv):
         opts.head_dims = ()
     if not opts.head_dims or any(d not in (64, 128) for d in opts.head_dims):
         ap.error("--head-dims takes 64, 128 or both, comma-separated")
+    try:
+        opts.lens = tuple(int(L) for L in opts.lens.split(","))
+    except ValueError:
+        opts.lens = ()
+    if not opts.lens or any(L not in GRID_LENS for L in opts.lens):
+        ap.error("--lens takes a comma-separated subset of " + ",".join(str(L) for L in GRID_LENS))
     return opts
 
 
@@ -325,7 +336,7 @@ def main(argv=None):
     fh = open(opts.json, "w") if opts.json else None
     results = []
     settle_clocks(torch)
-    for row in grid(opts.quick, opts.dtypes, opts.head_dims):
+    for row in grid(opts.quick, opts.dtypes, opts.head_dims, opts.lens):
         res = run_row(torch, lib, row, opts)
         results.append(res)
         print_row_line(res)
