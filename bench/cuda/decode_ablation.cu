@@ -70,6 +70,7 @@ struct Variant {
   std::string name;
   int blocks_per_sm = 0;
   int rows_per_block = 16;
+  int round_keys = 1;  // keys one round of the block's warps takes (choose_num_splits)
   std::function<void(const DecodeKernelParams&, int row_chunks, cudaStream_t)> launch;
 };
 
@@ -87,6 +88,7 @@ Variant mma_variant(bool programmatic) {
   v.name = "mma w" + std::to_string(kWarps) + " s" + std::to_string(kStages) +
            (kMinBlocks > 1 ? " min" + std::to_string(kMinBlocks) : "") +
            (programmatic ? "" : " no-PDL");
+  v.round_keys = T::kTileKeys * kWarps;
   CHECK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&v.blocks_per_sm, kernel, T::kThreads,
                                                            T::kSmemBytes));
   v.launch = [kernel, programmatic](const DecodeKernelParams& p, int row_chunks,
@@ -255,7 +257,7 @@ int main(int argc, char** argv) {
       p.scale_log2 = 1.4426950408889634f / std::sqrt(float(kD));
       const int rows_total = p.group_size;
       const int row_chunks = (rows_total + var.rows_per_block - 1) / var.rows_per_block;
-      p.num_splits = choose_num_splits(b * hkv * row_chunks, lk, sms, var.blocks_per_sm);
+      p.num_splits = choose_num_splits(b * hkv * row_chunks, lk, sms, var.blocks_per_sm, var.round_keys);
       p.partial_o = workspace;
       p.partial_lse = workspace + size_t(p.num_splits) * b * kHq * kD;
       // Check against the first variant's output (the CUDA-core kernel).

@@ -105,29 +105,41 @@ TEST(DecodeSelect, RefusesWhatTheKernelsDoNotTake) {
 }
 
 TEST(DecodeSelect, SplitsFillTheMachineButStayLong) {
-  // 132 SMs x 2 resident blocks = 264 slots.
-  // Batch 1, 8 KV heads: one full wave of 33 splits.
-  EXPECT_EQ(choose_num_splits(8, 131072, 132, 2), 33);
-  EXPECT_EQ(choose_num_splits(8, 32768, 132, 2), 33);
-  // Short sequences: splits of at least kMinKeysPerSplit keys.
-  EXPECT_EQ(choose_num_splits(8, 1024, 132, 2), 1024 / kMinKeysPerSplit);
-  EXPECT_EQ(choose_num_splits(8, 150, 132, 2), 2);
-  EXPECT_EQ(choose_num_splits(8, 100, 132, 2), 1);
+  // 132 SMs x 2 resident blocks = 264 slots; keys counted one by one.
+  // Batch 1, 8 KV heads: about one wave, fewer splits where each merges.
+  EXPECT_EQ(choose_num_splits(8, 131072, 132, 2, 1), 32);
+  EXPECT_EQ(choose_num_splits(8, 32768, 132, 2, 1), 27);  // the fewest within 2% of 32
+  // Short sequences: splits of at least kMinKeysPerSplit keys, fewer as
+  // each split's merge outweighs its shorter read.
+  EXPECT_EQ(choose_num_splits(8, 1024, 132, 2, 1), 5);
+  EXPECT_EQ(choose_num_splits(8, 150, 132, 2, 1), 2);
+  EXPECT_EQ(choose_num_splits(8, 100, 132, 2, 1), 1);
   // Whole waves already: no split.
-  EXPECT_EQ(choose_num_splits(264, 32768, 132, 2), 1);
-  EXPECT_EQ(choose_num_splits(512, 32768, 132, 2), 1);  // 1.94 waves
+  EXPECT_EQ(choose_num_splits(264, 32768, 132, 2, 1), 1);
+  EXPECT_EQ(choose_num_splits(512, 32768, 132, 2, 1), 1);  // 1.94 waves
   // 128 blocks: 2 splits fill 256 of 264 slots in one wave.
-  EXPECT_EQ(choose_num_splits(128, 32768, 132, 2), 2);
-  // 300 blocks: 1.14 waves; 7 splits make 7.95 waves of 4.7K keys.
-  const int s300 = choose_num_splits(300, 32768, 132, 2);
+  EXPECT_EQ(choose_num_splits(128, 32768, 132, 2, 1), 2);
+  // 300 blocks: 1.14 waves; 6 splits make 6.8 waves of 5.5K keys.
+  const int s300 = choose_num_splits(300, 32768, 132, 2, 1);
   EXPECT_GT(s300, 1);
   const double waves = 300.0 * s300 / 264;
   EXPECT_GE(waves / std::ceil(waves), 0.9);
   for (int64_t blocks : {1, 7, 64, 200, 395, 100000}) {
-    const int s = choose_num_splits(blocks, 1 << 20, 132, 2);
+    const int s = choose_num_splits(blocks, 1 << 20, 132, 2, 1);
     EXPECT_GE(s, 1);
     EXPECT_LE(s, FA_MAX_DECODE_SPLITS);
   }
+}
+
+TEST(DecodeSelect, SplitsAreWholeRoundsOfTheWarpsTiles) {
+  // 8 warps of 16-key tiles (one block per SM): 4K keys in 10 splits would
+  // leave 32 tiles (4 rounds) on the longest block, as 8 splits do; 11 take
+  // 24 (3 rounds).
+  EXPECT_EQ(choose_num_splits(8, 4096, 132, 1, 1), 10);
+  EXPECT_EQ(choose_num_splits(8, 4096, 132, 1, 128), 11);
+  EXPECT_EQ(choose_num_splits(8, 2048, 132, 1, 128), 8);
+  EXPECT_EQ(choose_num_splits(8, 1024, 132, 1, 128), 4);
+  EXPECT_EQ(choose_num_splits(8, 32768, 132, 1, 128), 16);
 }
 
 TEST(DecodeSelect, EightWarpsForFewBlocksFourForManyOrAtHeadDim256) {

@@ -114,18 +114,23 @@ int choose_decode_warps(int64_t blocks, int sms, int head_dim) {
   return head_dim < 256 && blocks < 2 * int64_t(sms) ? 8 : 4;
 }
 
-int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm) {
+int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
+                      int round_keys) {
   if (blocks <= 0) return 1;
+  const int64_t round = std::max(round_keys, 1);
   const int64_t resident = int64_t(std::max(sms, 1)) * std::max(blocks_per_sm, 1);
   const int64_t limit = std::min<int64_t>(FA_MAX_DECODE_SPLITS,
                                           std::max<int64_t>(1, max_keys / kMinKeysPerSplit));
   // Modelled time of s splits: waves of resident blocks, each as long as one
   // block's keys plus its fixed cost (reading the lengths and the first
-  // tiles, merging its warps, writing a partial). More splits shorten the
-  // blocks and fill the last wave; past that they add fixed costs.
+  // tiles, merging its warps, writing a partial), then the merge of s
+  // partials. More splits shorten the blocks and fill the last wave; past
+  // that they add fixed and merge costs.
   auto cost = [&](int64_t s) {
     const int64_t waves = (blocks * s + resident - 1) / resident;
-    return waves * ((max_keys + s - 1) / s + kBlockFixedKeys);
+    const int64_t keys = ((max_keys + s - 1) / s + round - 1) / round * round;
+    const int64_t merge = s > 1 ? s * kSplitMergeKeys : 0;
+    return waves * (keys + kBlockFixedKeys) + merge;
   };
   int64_t best = 1;
   for (int64_t s = 2; s <= limit; ++s) {

@@ -14,11 +14,17 @@ namespace fastattn::cuda {
 // A CUDA-core decode block works on kDecodeRowsMax query rows at most, a
 // tensor-core block on kDecodeMmaRows. A split covers at least
 // kMinKeysPerSplit keys (one 16-key tile for each of 4 warps); a block's
-// fixed cost is about the time it takes to read kBlockFixedKeys keys.
+// fixed cost is about the time it takes to read kBlockFixedKeys keys, and
+// each split's partial state, written, read back and merged, adds about
+// kSplitMergeKeys (fitted on the H100 over batch 1-4, 8 and 32 KV heads,
+// 512-8K keys, 1-16 splits).
 inline constexpr int kDecodeRowsMax = 8;
 inline constexpr int kDecodeMmaRows = 16;
 inline constexpr int kMinKeysPerSplit = 64;
 inline constexpr int kBlockFixedKeys = 128;
+inline constexpr int kSplitMergeKeys = 32;
+// Keys a tensor-core warp takes per step (the kernel's kTileKeys).
+inline constexpr int kDecodeMmaTileKeys = 16;
 
 struct DecodeChoice {
   int head_dim = 0;    // instantiated head dim: 64, 128 or 256
@@ -53,9 +59,13 @@ int choose_decode_warps(int64_t blocks, int sms, int head_dim);
 
 // Splits per (sequence, KV head, row chunk): those that minimise waves of
 // resident blocks (sms * blocks_per_sm) times each block's keys plus its
-// fixed cost, so neither a batch of one nor a last, partial wave leaves SMs
-// idle; never splits shorter than kMinKeysPerSplit keys.
-int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm);
+// fixed cost, plus the merge's cost per split, so neither a batch of one nor
+// a last, partial wave leaves SMs idle; never splits shorter than
+// kMinKeysPerSplit keys. A split's keys are counted in whole rounds of
+// `round_keys` (the tensor-core kernel deals whole rounds of tiles to its
+// warps: 16 * warps; 1 for the CUDA-core kernel).
+int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
+                      int round_keys);
 
 // Device memory for the splits' float32 partial O and LSE (0 for one split).
 uint64_t decode_workspace_bytes(const DecodeParams& p, int num_splits);

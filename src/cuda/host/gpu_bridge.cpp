@@ -119,7 +119,8 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     const cudaError_t err = cuda::decode_blocks_per_sm(p.attn.dtype, choice, &blocks_per_sm);
     if (err != cudaSuccess) return device_error("decode occupancy", err);
     const int64_t blocks = p.attn.batch * p.attn.heads_kv * choice.row_chunks;
-    splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm);
+    const int round_keys = choice.tensor_cores ? cuda::kDecodeMmaTileKeys * choice.warps : 1;
+    splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys);
   }
   plan->num_splits = splits;
   plan->workspace_bytes = cuda::decode_workspace_bytes(p, splits);
