@@ -33,7 +33,7 @@ enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 
 option(FASTATTN_CUDA_PTXAS_VERBOSE "Print ptxas register, spill and shared-memory reports" OFF)
-option(FASTATTN_CUDA_BUILD_DRIVER "Build the kernel drivers under bench/cuda/ (flash_sm80_driver, decode_ablation, sm90_ablation, sm90_trace)" OFF)
+option(FASTATTN_CUDA_BUILD_DRIVER "Build the kernel drivers under bench/cuda/ (flash_sm80_driver, decode_ablation, sm90_ablation, sm90_trace, kv_read_bench)" OFF)
 
 set(_fastattn_root ${CMAKE_CURRENT_LIST_DIR}/..)
 file(GLOB_RECURSE FASTATTN_CUDA_SOURCES CONFIGURE_DEPENDS
@@ -78,5 +78,6 @@ if(FASTATTN_CUDA_BUILD_DRIVER)
   if(CMAKE_CUDA_ARCHITECTURES MATCHES "(^|;)90a")
     fastattn_cuda_driver(sm90_ablation 90a-real)
     fastattn_cuda_driver(sm90_trace 90a-real)
+    fastattn_cuda_driver(kv_read_bench 90a-real)
   endif()
 endif()

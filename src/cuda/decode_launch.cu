@@ -63,7 +63,8 @@ DecodeKernelParams make_decode_params(const DecodeParams& d, const DecodeChoice&
   p.cos_row_stride = d.rotary.cos_row_stride;
   p.sin_row_stride = d.rotary.sin_row_stride;
   p.num_splits = c.num_splits;
-  if (c.num_splits > 1) {
+  p.cluster_merge = c.cluster_merge ? 1 : 0;
+  if (c.num_splits > 1 && !c.cluster_merge) {
     auto* base = static_cast<unsigned char*>(workspace);
     p.partial_o = reinterpret_cast<float*>(base);
     p.partial_lse = reinterpret_cast<float*>(base + decode_workspace_lse_offset(d, c.num_splits));
@@ -91,7 +92,7 @@ cudaError_t launch_typed(const DecodeChoice& c, const DecodeParams& d, const Dec
     case 128: err = run_decode_attention<Elem, 128>(p, c, stream); break;
     case 256: err = run_decode_attention<Elem, 256>(p, c, stream); break;
   }
-  if (err != cudaSuccess || c.num_splits == 1) return err;
+  if (err != cudaSuccess || c.num_splits == 1 || c.cluster_merge) return err;
   return launch_decode_merge(p, d.attn.dtype, c.early_merge_launch, stream);
 }
 
@@ -105,7 +106,23 @@ cudaError_t occupancy_typed(const DecodeChoice& c, int* blocks) {
   return cudaErrorInvalidValue;
 }
 
+template <typename Elem>
+cudaError_t clusters_typed(const DecodeChoice& c, int cluster_size, int* clusters) {
+  switch (c.head_dim) {
+    case 64: return decode_attention_clusters<Elem, 64>(c, cluster_size, clusters);
+    case 128: return decode_attention_clusters<Elem, 128>(c, cluster_size, clusters);
+    case 256: return decode_attention_clusters<Elem, 256>(c, cluster_size, clusters);
+  }
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace
+
+cudaError_t decode_max_active_clusters(DType dtype, const DecodeChoice& choice, int cluster_size,
+                                       int* clusters) {
+  return dtype == DType::kBFloat16 ? clusters_typed<__nv_bfloat16>(choice, cluster_size, clusters)
+                                   : clusters_typed<__half>(choice, cluster_size, clusters);
+}
 
 cudaError_t launch_decode_merge(const DecodeKernelParams& p, DType dtype, bool early,
                                 cudaStream_t stream) {

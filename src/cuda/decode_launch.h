@@ -13,6 +13,11 @@ namespace fastattn::cuda {
 // planner's input), from the runtime's occupancy calculator.
 cudaError_t decode_blocks_per_sm(DType dtype, const DecodeChoice& choice, int* blocks);
 
+// Clusters of `cluster_size` blocks of that kernel resident at once on the
+// current device (cudaOccupancyMaxActiveClusters; sm90 and newer).
+cudaError_t decode_max_active_clusters(DType dtype, const DecodeChoice& choice, int cluster_size,
+                                       int* clusters);
+
 // Append (when p has new tokens), attention over the splits, merge of the
 // splits (when more than one). `workspace` holds choice.workspace_bytes.
 // Allocates nothing, never synchronises the host.
@@ -34,5 +39,7 @@ cudaError_t run_decode_attention(const DecodeKernelParams& p, const DecodeChoice
                                  cudaStream_t stream);
 template <typename Elem, int kHeadDim>
 cudaError_t decode_attention_occupancy(const DecodeChoice& choice, int* blocks);
+template <typename Elem, int kHeadDim>
+cudaError_t decode_attention_clusters(const DecodeChoice& choice, int cluster_size, int* clusters);
 
 }  // namespace fastattn::cuda

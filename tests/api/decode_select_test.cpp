@@ -153,11 +153,33 @@ TEST(DecodeSelect, EightWarpsForFewBlocksFourForManyOrAtHeadDim256) {
 
 TEST(DecodeSelect, WorkspaceHoldsEveryPartialState) {
   const DecodeParams p = problem(2, 128);
-  EXPECT_EQ(decode_workspace_bytes(p, 1), 0u);
+  DecodeChoice sm80;
+  ASSERT_TRUE(choose_decode_kernel(80, FA_CUDA_PATH_AUTO, p, &sm80).is_ok());
+  EXPECT_EQ(decode_workspace_bytes(p, sm80, 1), 0u);
   const uint64_t o_bytes = 5ull * 4 * 2 * 32 * 128 * 4;
   EXPECT_GE(decode_workspace_lse_offset(p, 5), o_bytes);
-  EXPECT_GE(decode_workspace_bytes(p, 5), decode_workspace_lse_offset(p, 5) + 5ull * 4 * 32 * 2 * 4);
+  EXPECT_GE(decode_workspace_bytes(p, sm80, 5),
+            decode_workspace_lse_offset(p, 5) + 5ull * 4 * 32 * 2 * 4);
   EXPECT_EQ(decode_workspace_lse_offset(p, 5) % 256, 0u);
+}
+
+TEST(DecodeSelect, ClustersMergeUpToEightSplitsOnSm90) {
+  const DecodeParams p = problem(2, 128);
+  DecodeChoice sm90, sm80, forced80;
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_AUTO, p, &sm90).is_ok());
+  ASSERT_TRUE(choose_decode_kernel(80, FA_CUDA_PATH_AUTO, p, &sm80).is_ok());
+  ASSERT_TRUE(choose_decode_kernel(90, FA_CUDA_PATH_SM80, p, &forced80).is_ok());
+  EXPECT_FALSE(cluster_merge_allowed(sm90, 1));
+  for (int s = 2; s <= kMaxClusterSplits; ++s) {
+    EXPECT_TRUE(cluster_merge_allowed(sm90, s)) << s;
+    EXPECT_FALSE(cluster_merge_allowed(sm80, s)) << s;
+    EXPECT_FALSE(cluster_merge_allowed(forced80, s)) << s;  // runs as an sm80 would
+  }
+  EXPECT_FALSE(cluster_merge_allowed(sm90, kMaxClusterSplits + 1));
+  // The workspace follows the choice the caller settled on.
+  EXPECT_GT(decode_workspace_bytes(p, sm90, 4), 0u);
+  sm90.cluster_merge = true;
+  EXPECT_EQ(decode_workspace_bytes(p, sm90, 4), 0u);
 }
 
 }  // namespace

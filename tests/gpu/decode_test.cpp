@@ -649,15 +649,21 @@ TEST(CudaDecodeProperties, SplitEqualsNoSplit) {
   Placed one(p, true);
   const Outputs base = one.run(FA_BACKEND_CUDA);
   ASSERT_EQ(base.status, FA_STATUS_OK) << base.error;
-  for (int32_t splits : {0, 2, 7, 64, 256}) {
-    Problem q = p;
-    q.s.splits = splits;
-    Placed many(q, true);
-    const Outputs got = many.run(FA_BACKEND_CUDA);
-    ASSERT_EQ(got.status, FA_STATUS_OK) << got.error;
-    // Only the order of the float32 sums differs.
-    EXPECT_LE(max_diff(got.out, base.out), 2e-3) << "splits " << splits << " (ran " << got.splits << ")";
-    EXPECT_LE(max_diff(got.lse, base.lse), 1e-4) << "splits " << splits;
+  // On sm90, 2 to 8 splits merge inside a thread-block cluster, more in the
+  // merge kernel; FA_CUDA_PATH_SM80 merges every count in the kernel.
+  for (int32_t path : {FA_CUDA_PATH_AUTO, FA_CUDA_PATH_SM80}) {
+    for (int32_t splits : {0, 2, 7, 8, 9, 64, 256}) {
+      Problem q = p;
+      q.s.splits = splits;
+      q.s.path = path;
+      Placed many(q, true);
+      const Outputs got = many.run(FA_BACKEND_CUDA);
+      ASSERT_EQ(got.status, FA_STATUS_OK) << got.error;
+      // Only the order of the float32 sums differs.
+      EXPECT_LE(max_diff(got.out, base.out), 2e-3)
+          << "path " << path << " splits " << splits << " (ran " << got.splits << ")";
+      EXPECT_LE(max_diff(got.lse, base.lse), 1e-4) << "path " << path << " splits " << splits;
+    }
   }
 }
 
@@ -903,9 +909,9 @@ TEST(CudaDecodeProperties, RefusalsLeaveOutputsUntouched) {
     EXPECT_NE(std::string(fa_last_error()).find("plan"), std::string::npos) << fa_last_error();
     EXPECT_TRUE(untouched(side));
   }
-  {  // too small a workspace
+  {  // too small a workspace (more splits than a cluster merges)
     Spec sp = s;
-    sp.splits = 4;
+    sp.splits = 16;
     const Problem q(sp, 61);
     Placed side(q, true);
     fa_decode_plan plan{};

@@ -68,15 +68,31 @@ __device__ __forceinline__ RowRange row_keys(const DecodeKernelParams& p, int i,
 }
 
 // Writes 8 finished elements (dims dv..dv+7) of the row of new token `tok`,
-// query head `hq`: to `out` when the call has one split, else as split
-// `split`'s float32 partial O.
+// query head `hq` to `out`.
+template <typename Elem>
+__device__ __forceinline__ void store_out_chunk(const DecodeKernelParams& p, int b, int tok, int hq,
+                                                int dv, const float (&acc)[8]) {
+  Elem* orow = static_cast<Elem*>(p.out) + int64_t(b) * p.out_batch_stride +
+               int64_t(tok) * p.out_row_stride + int64_t(hq) * p.out_head_stride;
+  *reinterpret_cast<uint4*>(orow + dv) = pack8<Elem>(acc);
+}
+
+// The row's natural-log LSE to `lse`, when the call asked for it.
+__device__ __forceinline__ void store_out_lse(const DecodeKernelParams& p, int b, int tok, int hq,
+                                              float lse) {
+  if (p.lse != nullptr) {
+    p.lse[int64_t(b) * p.lse_batch_stride + int64_t(hq) * p.lse_head_stride +
+          int64_t(tok) * p.lse_row_stride] = lse;
+  }
+}
+
+// 8 finished elements of a split: to `out` when the call has one split,
+// else as split `split`'s float32 partial O.
 template <typename Elem>
 __device__ __forceinline__ void store_row_chunk(const DecodeKernelParams& p, int split, int b,
                                                 int tok, int hq, int dv, const float (&acc)[8]) {
   if (p.num_splits == 1) {
-    Elem* orow = static_cast<Elem*>(p.out) + int64_t(b) * p.out_batch_stride +
-                 int64_t(tok) * p.out_row_stride + int64_t(hq) * p.out_head_stride;
-    *reinterpret_cast<uint4*>(orow + dv) = pack8<Elem>(acc);
+    store_out_chunk<Elem>(p, b, tok, hq, dv, acc);
   } else {
     const int64_t row_index = ((int64_t(split) * p.batch + b) * p.seqlen_q + tok) * p.heads_q + hq;
     float4* dst = reinterpret_cast<float4*>(p.partial_o + row_index * p.head_dim + dv);
@@ -90,10 +106,7 @@ __device__ __forceinline__ void store_row_chunk(const DecodeKernelParams& p, int
 __device__ __forceinline__ void store_row_lse(const DecodeKernelParams& p, int split, int b,
                                               int tok, int hq, float lse) {
   if (p.num_splits == 1) {
-    if (p.lse != nullptr) {
-      p.lse[int64_t(b) * p.lse_batch_stride + int64_t(hq) * p.lse_head_stride +
-            int64_t(tok) * p.lse_row_stride] = lse;
-    }
+    store_out_lse(p, b, tok, hq, lse);
   } else {
     p.partial_lse[((int64_t(split) * p.batch + b) * p.heads_q + hq) * p.seqlen_q + tok] = lse;
   }

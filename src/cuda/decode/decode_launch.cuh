@@ -27,8 +27,24 @@ cudaError_t launch_decode_mma(const DecodeKernelParams& p, const DecodeChoice& c
                               cudaStream_t stream) {
   if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
   const dim3 grid(c.num_splits * c.row_chunks, p.heads_kv, p.batch);
-  decode_mma_kernel<Traits><<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
-  return cudaGetLastError();
+  if (!c.cluster_merge) {
+    decode_mma_kernel<Traits><<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+    return cudaGetLastError();
+  }
+  // The splits of one (sequence, KV head, row chunk) as one cluster.
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(c.num_splits);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaLaunchKernelEx(&config, decode_mma_kernel<Traits>, p);
 }
 
 template <typename Traits>
@@ -36,6 +52,23 @@ cudaError_t occupancy_mma(int* blocks) {
   if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
   return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_mma_kernel<Traits>,
                                                        Traits::kThreads, Traits::kSmemBytes);
+}
+
+template <typename Traits>
+cudaError_t clusters_mma(int cluster_size, int* clusters) {
+  if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(static_cast<unsigned>(cluster_size));
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kSmemBytes;
+  cudaLaunchAttribute attribute[1];
+  attribute[0].id = cudaLaunchAttributeClusterDimension;
+  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster_size);
+  attribute[0].val.clusterDim.y = 1;
+  attribute[0].val.clusterDim.z = 1;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return cudaOccupancyMaxActiveClusters(clusters, decode_mma_kernel<Traits>, &config);
 }
 
 template <typename Elem, int kHeadDim, int kRows>
@@ -73,6 +106,14 @@ cudaError_t launch_decode_attention(const DecodeKernelParams& p, const DecodeCho
   }
 }
 
+template <typename Elem, int kHeadDim>
+cudaError_t decode_clusters(const DecodeChoice& c, int cluster_size, int* clusters) {
+  if constexpr (kHeadDim < 256) {
+    if (c.warps == 8) return clusters_mma<DecodeMmaConfig<Elem, kHeadDim, 8>>(cluster_size, clusters);
+  }
+  return clusters_mma<DecodeMmaConfig<Elem, kHeadDim, 4>>(cluster_size, clusters);
+}
+
 template <typename Elem, int kHeadDim, int kRows>
 cudaError_t occupancy_rows(int* blocks) {
   using Traits = DecodeTraits<Elem, kHeadDim, kRows>;
@@ -105,7 +146,7 @@ cudaError_t decode_occupancy(const DecodeChoice& c, int* blocks) {
 
 }  // namespace fastattn::cuda
 
-// Defines the two entry points of one (dtype, head dim).
+// Defines the three entry points of one (dtype, head dim).
 #define FASTATTN_DECODE_INSTANCE(ELEM, HEAD_DIM)                                              \
   namespace fastattn::cuda {                                                                  \
   template <>                                                                                 \
@@ -116,5 +157,10 @@ cudaError_t decode_occupancy(const DecodeChoice& c, int* blocks) {
   template <>                                                                                 \
   cudaError_t decode_attention_occupancy<ELEM, HEAD_DIM>(const DecodeChoice& c, int* blocks) { \
     return decode_occupancy<ELEM, HEAD_DIM>(c, blocks);                                       \
+  }                                                                                           \
+  template <>                                                                                 \
+  cudaError_t decode_attention_clusters<ELEM, HEAD_DIM>(const DecodeChoice& c, int size,       \
+                                                        int* clusters) {                      \
+    return decode_clusters<ELEM, HEAD_DIM>(c, size, clusters);                                \
   }                                                                                           \
   }

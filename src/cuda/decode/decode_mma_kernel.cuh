@@ -14,11 +14,15 @@
 // split) through a private cp.async ring and keeps its own online softmax
 // state, so the mainloop has no block barrier; the warps' states are merged
 // through shared memory at the end. With several splits each block writes a
-// float32 partial (O, LSE) that decode_combine_kernel merges.
+// float32 partial (O, LSE) that decode_combine_kernel merges, or, on sm90
+// with up to kMaxClusterSplits splits, the splits form a cluster and merge
+// through distributed shared memory (cluster_merge_splits).
 #pragma once
 
 #include <cfloat>
 #include <cstdint>
+
+#include <cooperative_groups.h>
 
 #include "cuda/common/mma.cuh"
 #include "cuda/common/ptx.cuh"
@@ -56,8 +60,12 @@ struct DecodeMmaTraits {
   // rows g and g + 1 over different banks.
   static constexpr int kMergeStride = kHeadDim + 8;
   static constexpr int kMergeBytes = (kWarps * kRows * kMergeStride + 2 * kWarps * kRows) * 4;
+  // The block's finished split state, read by the other blocks of its
+  // cluster (cluster merge): O [kRows][kHeadDim] and LSE [kRows], float32.
+  static constexpr int kSplitStateBytes = (kRows * kHeadDim + kRows) * 4;
+  static constexpr int kAfterLoopBytes = kMergeBytes + kSplitStateBytes;
   static constexpr int kSmemBytes =
-      kQBytes + (kRingBytes > kMergeBytes ? kRingBytes : kMergeBytes);
+      kQBytes + (kRingBytes > kAfterLoopBytes ? kRingBytes : kAfterLoopBytes);
   static_assert(kHeadDim == 64 || kHeadDim == 128 || kHeadDim == 256, "head dim 64, 128 or 256");
 };
 
@@ -75,6 +83,66 @@ __device__ __forceinline__ float score_log2(const DecodeKernelParams& p, float s
 }
 
 }  // namespace decode_mma
+
+// The cluster merge: the num_splits blocks of a cluster have each left their
+// split's finished state (O normalised over the split's keys, and its LSE)
+// in `state`; block `rank` finishes the rows r with r % num_splits == rank,
+// reading every block's state through distributed shared memory. The second
+// barrier keeps each block's shared memory alive until the others are done.
+template <typename Traits>
+__device__ __forceinline__ void cluster_merge_splits(const DecodeKernelParams& p, float* state,
+                                                     int b, int h_kv, int chunk, int rows_total) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Elem = typename Traits::Elem;
+  constexpr int kRows = Traits::kRows, kRowChunks = Traits::kRowChunks;
+  constexpr int kHeadDim = Traits::kHeadDim;
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // every split's state is written
+  const int splits = p.num_splits, rank = static_cast<int>(cluster.block_rank());
+  const int my_rows = (kRows - rank + splits - 1) / splits;
+  for (int task = threadIdx.x; task < my_rows * kRowChunks; task += Traits::kThreads) {
+    const int r = rank + (task / kRowChunks) * splits, dv = (task % kRowChunks) * 8;
+    const int row = chunk * kRows + r;
+    if (row >= rows_total || dv >= p.head_dim) continue;
+    float lse[8], row_max = -INFINITY;  // splits <= 8 (kMaxClusterSplits)
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      lse[s] = s < splits ? *cluster.map_shared_rank(state + kRows * kHeadDim + r, s) : -INFINITY;
+      row_max = fmaxf(row_max, lse[s]);
+    }
+    const float ref = row_max == -INFINITY ? 0.f : row_max;
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, sum = 0.f;
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      if (s >= splits) break;
+      const float w = __expf(lse[s] - ref);  // 0 for a split without keys
+      sum += w;
+      if (w == 0.f) continue;
+      const float* theirs = cluster.map_shared_rank(state + r * kHeadDim + dv, s);
+      const float4 x0 = *reinterpret_cast<const float4*>(theirs);
+      const float4 x1 = *reinterpret_cast<const float4*>(theirs + 4);
+      acc[0] = fmaf(w, x0.x, acc[0]);
+      acc[1] = fmaf(w, x0.y, acc[1]);
+      acc[2] = fmaf(w, x0.z, acc[2]);
+      acc[3] = fmaf(w, x0.w, acc[3]);
+      acc[4] = fmaf(w, x1.x, acc[4]);
+      acc[5] = fmaf(w, x1.y, acc[5]);
+      acc[6] = fmaf(w, x1.z, acc[6]);
+      acc[7] = fmaf(w, x1.w, acc[7]);
+    }
+    const float inv = sum > 0.f ? 1.f / sum : 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] *= inv;
+    const int tok = row / p.group_size, hq = h_kv * p.group_size + row % p.group_size;
+    store_out_chunk<Elem>(p, b, tok, hq, dv, acc);
+    if (dv == 0) store_out_lse(p, b, tok, hq, sum > 0.f ? ref + __logf(sum) : -INFINITY);
+  }
+  cluster.sync();
+#else
+  __trap();  // clusters exist from sm90 on; the host never asks for a cluster merge below
+#endif
+}
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
@@ -96,9 +164,11 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
   // Grid: x = (split, row chunk) with the chunk fastest, so the blocks that
   // read the same keys run together and share them through L2.
+  // A cluster merge needs a cluster's blocks, the splits of one chunk, at
+  // consecutive x.
   const int row_chunks = (p.group_size * p.seqlen_q + kRows - 1) / kRows;
-  const int chunk = blockIdx.x % row_chunks;
-  const int split = blockIdx.x / row_chunks;
+  const int chunk = p.cluster_merge ? blockIdx.x / p.num_splits : blockIdx.x % row_chunks;
+  const int split = p.cluster_merge ? blockIdx.x % p.num_splits : blockIdx.x / row_chunks;
   const int h_kv = blockIdx.y;
   const int b = blockIdx.z;
   // The merge kernel that follows may be scheduled now: it waits for this
@@ -374,6 +444,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   auto s_o = reinterpret_cast<float(*)[kRows][Traits::kMergeStride]>(merge);
   float* s_m = merge + kWarps * kRows * Traits::kMergeStride;  // [kWarps][kRows]
   float* s_l = s_m + kWarps * kRows;
+  float* s_state = s_l + kWarps * kRows;  // [kRows][kHeadDim], then the LSE [kRows]
+  float* s_state_lse = s_state + kRows * Traits::kHeadDim;
 #pragma unroll
   for (int n = 0; n < kNTiles; ++n) {
     *reinterpret_cast<float2*>(&s_o[warp][g][8 * n + 2 * t]) = make_float2(o[n][0], o[n][1]);
@@ -426,10 +498,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         acc[6] = fmaf(c, x1.z, acc[6]);
         acc[7] = fmaf(c, x1.w, acc[7]);
       }
-      store_row_chunk<Elem>(p, split, b, tok, hq, dv, acc);
+      if (p.cluster_merge) {
+        float* mine = s_state + r * Traits::kHeadDim + dv;
+        *reinterpret_cast<float4*>(mine) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        *reinterpret_cast<float4*>(mine + 4) = make_float4(acc[4], acc[5], acc[6], acc[7]);
+      } else {
+        store_row_chunk<Elem>(p, split, b, tok, hq, dv, acc);
+      }
     }
-    if (dv == 0) store_row_lse(p, split, b, tok, hq, lse);
+    if (dv == 0) {
+      if (p.cluster_merge) {
+        s_state_lse[r] = lse;
+      } else {
+        store_row_lse(p, split, b, tok, hq, lse);
+      }
+    }
   }
+  if (p.cluster_merge) cluster_merge_splits<Traits>(p, s_state, b, h_kv, chunk, rows_total);
 #endif
 }
 

@@ -72,6 +72,10 @@ struct DecodeKernelParams {
 
   int batch = 0, seqlen_q = 0, heads_q = 0, heads_kv = 0, group_size = 1, head_dim = 0;
   int num_splits = 1;
+  // 1 (sm90, tensor-core kernel): the splits of one (sequence, KV head, row
+  // chunk) run as one thread-block cluster, x = chunk * num_splits + split,
+  // and merge through distributed shared memory; no partials, no merge kernel.
+  int cluster_merge = 0;
   int window_left = -1, window_right = -1;  // < 0: unbounded
   int prefix = 0;  // keys below it are seen by every query (prefix-LM)
   int chunk = 0;   // > 0: keys in the query position's chunk only

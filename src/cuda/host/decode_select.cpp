@@ -103,6 +103,9 @@ Status choose_decode_kernel(int capability, int requested_path, const DecodePara
   out->head_dim = head_dim;
   out->tensor_cores = tensor_cores;
   out->early_merge_launch = capability >= 90;
+  // FA_CUDA_PATH_SM80 on an sm90 device runs the kernel as an sm80 would:
+  // splits merged by the merge kernel.
+  out->clusters = capability >= 90 && requested_path != FA_CUDA_PATH_SM80;
   out->rows = rows;
   out->row_chunks = static_cast<int>(row_chunks);
   out->num_splits = 1;
@@ -150,8 +153,12 @@ uint64_t decode_workspace_lse_offset(const DecodeParams& p, int num_splits) {
                   sizeof(float));
 }
 
-uint64_t decode_workspace_bytes(const DecodeParams& p, int num_splits) {
-  if (num_splits <= 1) return 0;
+bool cluster_merge_allowed(const DecodeChoice& c, int num_splits) {
+  return c.clusters && c.tensor_cores && num_splits > 1 && num_splits <= kMaxClusterSplits;
+}
+
+uint64_t decode_workspace_bytes(const DecodeParams& p, const DecodeChoice& c, int num_splits) {
+  if (num_splits <= 1 || c.cluster_merge) return 0;
   const AttentionParams& a = p.attn;
   return decode_workspace_lse_offset(p, num_splits) +
          align256(uint64_t(num_splits) * a.batch * a.heads_q * a.seqlen_q * sizeof(float));

@@ -25,6 +25,9 @@ inline constexpr int kBlockFixedKeys = 128;
 inline constexpr int kSplitMergeKeys = 32;
 // Keys a tensor-core warp takes per step (the kernel's kTileKeys).
 inline constexpr int kDecodeMmaTileKeys = 16;
+// The most splits that merge inside a thread-block cluster: 8 blocks is the
+// portable cluster size.
+inline constexpr int kMaxClusterSplits = 8;
 
 struct DecodeChoice {
   int head_dim = 0;    // instantiated head dim: 64, 128 or 256
@@ -34,6 +37,10 @@ struct DecodeChoice {
   // The merge of the splits launches behind the attention kernel while its
   // last blocks run (programmatic dependent launch, sm90 and newer).
   bool early_merge_launch = false;
+  // Thread-block clusters exist (sm90 and newer), and this call's splits
+  // merge in one (cluster_merge_allowed, and every cluster resident at once).
+  bool clusters = false;
+  bool cluster_merge = false;
   int warps = 4;       // tensor cores: warps per block, 4 or 8 (choose_decode_warps)
   int rows = 0;        // query rows per block: 16 on tensor cores, else 1, 2, 4 or 8
   int row_chunks = 0;  // blocks per (sequence, KV head, split) to cover G * Lq rows
@@ -67,8 +74,16 @@ int choose_decode_warps(int64_t blocks, int sms, int head_dim);
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
                       int round_keys);
 
-// Device memory for the splits' float32 partial O and LSE (0 for one split).
-uint64_t decode_workspace_bytes(const DecodeParams& p, int num_splits);
+// Whether `num_splits` splits may merge inside their thread-block cluster
+// (tensor-core kernel, sm90 and newer, 2 to kMaxClusterSplits splits): the
+// merge then needs no partial states in global memory and no second kernel.
+// The caller also checks that every cluster is resident at once: clusters
+// left for a second wave made the call 30-45% slower on the H100.
+bool cluster_merge_allowed(const DecodeChoice& c, int num_splits);
+
+// Device memory for the splits' float32 partial O and LSE (0 for one split,
+// and for a cluster merge, c.cluster_merge).
+uint64_t decode_workspace_bytes(const DecodeParams& p, const DecodeChoice& c, int num_splits);
 
 // Byte offset of the partial LSE array within the workspace.
 uint64_t decode_workspace_lse_offset(const DecodeParams& p, int num_splits);

@@ -1,7 +1,10 @@
 // The CUDA backend behind the API layer's gpu:: interface.
 #include <cuda_runtime.h>
 
+#include <map>
+#include <mutex>
 #include <string>
+#include <tuple>
 
 #include "api/gpu_bridge.h"
 #include "cuda/decode_launch.h"
@@ -107,6 +110,40 @@ Status choose_decode(int device, const DecodeParams& p, const fa_run_options* op
   return Status::ok();
 }
 
+// Clusters of `size` blocks of the kernel `c` resident at once on `device`,
+// asked of the runtime once per (device, dtype, head dim, warps, size): the
+// run repeats the plan's choice on every call and must not pay for it.
+Status max_active_clusters(int device, DType dtype, const cuda::DecodeChoice& c, int size,
+                           int* clusters) {
+  using Key = std::tuple<int, int, int, int, int>;
+  static std::mutex mutex;
+  static std::map<Key, int> known;
+  const Key key{device, static_cast<int>(dtype), c.head_dim, c.warps, size};
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = known.find(key); it != known.end()) {
+    *clusters = it->second;
+    return Status::ok();
+  }
+  cuda::DeviceGuard guard(device);
+  const cudaError_t err = cuda::decode_max_active_clusters(dtype, c, size, clusters);
+  if (err != cudaSuccess) return device_error("decode cluster occupancy", err);
+  known.emplace(key, *clusters);
+  return Status::ok();
+}
+
+// Fixes the choice's splits and how they merge: in clusters where allowed
+// and every cluster fits at once, else through the workspace and the merge
+// kernel. The plan and every run take the same path through here.
+Status settle_splits(int device, const DecodeParams& p, int splits, cuda::DecodeChoice* c) {
+  c->num_splits = splits;
+  c->cluster_merge = false;
+  if (!cuda::cluster_merge_allowed(*c, splits)) return Status::ok();
+  int resident = 0;
+  FA_RETURN_IF_ERROR(max_active_clusters(device, p.attn.dtype, *c, splits, &resident));
+  c->cluster_merge = p.attn.batch * p.attn.heads_kv * c->row_chunks <= int64_t(resident);
+  return Status::ok();
+}
+
 Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
   int device = 0, sms = 0;
   FA_RETURN_IF_ERROR(device_holding(p.attn.q, &device));
@@ -122,8 +159,9 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     const int round_keys = choice.tensor_cores ? cuda::kDecodeMmaTileKeys * choice.warps : 1;
     splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys);
   }
+  FA_RETURN_IF_ERROR(settle_splits(device, p, splits, &choice));
   plan->num_splits = splits;
-  plan->workspace_bytes = cuda::decode_workspace_bytes(p, splits);
+  plan->workspace_bytes = cuda::decode_workspace_bytes(p, choice, splits);
   return Status::ok();
 }
 
@@ -136,7 +174,7 @@ Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* works
   if (plan.num_splits < 1 || plan.num_splits > FA_MAX_DECODE_SPLITS) {
     return Status::invalid("plan: num_splits is out of range; pass the plan fa_plan_decode made");
   }
-  choice.num_splits = plan.num_splits;
+  FA_RETURN_IF_ERROR(settle_splits(device, p, plan.num_splits, &choice));
   choice.workspace_bytes = plan.workspace_bytes;
   cuda::DeviceGuard guard(device);
   const cudaError_t err = cuda::launch_decode(choice, p, workspace, stream_of(options));
