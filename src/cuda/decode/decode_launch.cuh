@@ -109,7 +109,9 @@ cudaError_t launch_decode_attention(const DecodeKernelParams& p, const DecodeCho
 template <typename Elem, int kHeadDim>
 cudaError_t decode_clusters(const DecodeChoice& c, int cluster_size, int* clusters) {
   if constexpr (kHeadDim < 256) {
-    if (c.warps == 8) return clusters_mma<DecodeMmaConfig<Elem, kHeadDim, 8>>(cluster_size, clusters);
+    if (c.warps == 8) {
+      return clusters_mma<DecodeMmaConfig<Elem, kHeadDim, 8>>(cluster_size, clusters);
+    }
   }
   return clusters_mma<DecodeMmaConfig<Elem, kHeadDim, 4>>(cluster_size, clusters);
 }

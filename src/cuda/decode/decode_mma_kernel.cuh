@@ -82,6 +82,21 @@ __device__ __forceinline__ float score_log2(const DecodeKernelParams& p, float s
   return s * p.scale_log2;
 }
 
+// acc[e] += c * src[e] for 8 floats at a 16-byte aligned address (shared
+// memory of this block or, through the cluster, of another).
+__device__ __forceinline__ void add_scaled8(float (&acc)[8], float c, const float* src) {
+  const float4 x0 = *reinterpret_cast<const float4*>(src);
+  const float4 x1 = *reinterpret_cast<const float4*>(src + 4);
+  acc[0] = fmaf(c, x0.x, acc[0]);
+  acc[1] = fmaf(c, x0.y, acc[1]);
+  acc[2] = fmaf(c, x0.z, acc[2]);
+  acc[3] = fmaf(c, x0.w, acc[3]);
+  acc[4] = fmaf(c, x1.x, acc[4]);
+  acc[5] = fmaf(c, x1.y, acc[5]);
+  acc[6] = fmaf(c, x1.z, acc[6]);
+  acc[7] = fmaf(c, x1.w, acc[7]);
+}
+
 }  // namespace decode_mma
 
 // The cluster merge: the num_splits blocks of a cluster have each left their
@@ -119,17 +134,7 @@ __device__ __forceinline__ void cluster_merge_splits(const DecodeKernelParams& p
       const float w = __expf(lse[s] - ref);  // 0 for a split without keys
       sum += w;
       if (w == 0.f) continue;
-      const float* theirs = cluster.map_shared_rank(state + r * kHeadDim + dv, s);
-      const float4 x0 = *reinterpret_cast<const float4*>(theirs);
-      const float4 x1 = *reinterpret_cast<const float4*>(theirs + 4);
-      acc[0] = fmaf(w, x0.x, acc[0]);
-      acc[1] = fmaf(w, x0.y, acc[1]);
-      acc[2] = fmaf(w, x0.z, acc[2]);
-      acc[3] = fmaf(w, x0.w, acc[3]);
-      acc[4] = fmaf(w, x1.x, acc[4]);
-      acc[5] = fmaf(w, x1.y, acc[5]);
-      acc[6] = fmaf(w, x1.z, acc[6]);
-      acc[7] = fmaf(w, x1.w, acc[7]);
+      decode_mma::add_scaled8(acc, w, cluster.map_shared_rank(state + r * kHeadDim + dv, s));
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll
@@ -486,17 +491,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       for (int e = 0; e < 8; ++e) acc[e] = 0.f;
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) {
-        const float4 x0 = *reinterpret_cast<const float4*>(&s_o[w][r][dv]);
-        const float4 x1 = *reinterpret_cast<const float4*>(&s_o[w][r][dv + 4]);
-        const float c = weight[w] * inv;
-        acc[0] = fmaf(c, x0.x, acc[0]);
-        acc[1] = fmaf(c, x0.y, acc[1]);
-        acc[2] = fmaf(c, x0.z, acc[2]);
-        acc[3] = fmaf(c, x0.w, acc[3]);
-        acc[4] = fmaf(c, x1.x, acc[4]);
-        acc[5] = fmaf(c, x1.y, acc[5]);
-        acc[6] = fmaf(c, x1.z, acc[6]);
-        acc[7] = fmaf(c, x1.w, acc[7]);
+        decode_mma::add_scaled8(acc, weight[w] * inv, &s_o[w][r][dv]);
       }
       if (p.cluster_merge) {
         float* mine = s_state + r * Traits::kHeadDim + dv;
