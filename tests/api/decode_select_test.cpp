@@ -142,6 +142,19 @@ TEST(DecodeSelect, SplitsAreWholeRoundsOfTheWarpsTiles) {
   EXPECT_EQ(choose_num_splits(8, 32768, 132, 1, 128), 16);
 }
 
+TEST(DecodeSelect, SplitsMergedInClustersCostLess) {
+  // Batch 1, 8 KV heads, 8 warps: where 2 to 8 splits would merge inside
+  // their clusters, 8 of them beat 11 (4K keys) and 4 (1K keys) merged by
+  // the kernel; from 8K keys 16 splits still win.
+  uint32_t up_to_8 = 0;
+  for (int s = 2; s <= kMaxClusterSplits; ++s) up_to_8 |= 1u << s;
+  EXPECT_EQ(choose_num_splits(8, 4096, 132, 1, 128, up_to_8), 8);
+  EXPECT_EQ(choose_num_splits(8, 1024, 132, 1, 128, up_to_8), 8);
+  EXPECT_EQ(choose_num_splits(8, 512, 132, 1, 128, up_to_8), 4);
+  EXPECT_EQ(choose_num_splits(8, 8192, 132, 1, 128, up_to_8), 16);
+  EXPECT_EQ(choose_num_splits(8, 32768, 132, 1, 128, up_to_8), 16);
+}
+
 TEST(DecodeSelect, EightWarpsForFewBlocksFourForManyOrAtHeadDim256) {
   EXPECT_EQ(choose_decode_warps(8, 132, 128), 8);     // batch 1, 8 KV heads
   EXPECT_EQ(choose_decode_warps(128, 132, 128), 8);   // batch 16

@@ -118,7 +118,7 @@ int choose_decode_warps(int64_t blocks, int sms, int head_dim) {
 }
 
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
-                      int round_keys) {
+                      int round_keys, uint32_t cluster_splits) {
   if (blocks <= 0) return 1;
   const int64_t round = std::max(round_keys, 1);
   const int64_t resident = int64_t(std::max(sms, 1)) * std::max(blocks_per_sm, 1);
@@ -132,7 +132,8 @@ int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_
   auto cost = [&](int64_t s) {
     const int64_t waves = (blocks * s + resident - 1) / resident;
     const int64_t keys = ((max_keys + s - 1) / s + round - 1) / round * round;
-    const int64_t merge = s > 1 ? s * kSplitMergeKeys : 0;
+    const bool in_cluster = s < 32 && ((cluster_splits >> s) & 1u) != 0;
+    const int64_t merge = s > 1 ? s * (in_cluster ? kClusterMergeKeys : kSplitMergeKeys) : 0;
     return waves * (keys + kBlockFixedKeys) + merge;
   };
   int64_t best = 1;

@@ -23,6 +23,10 @@ inline constexpr int kDecodeMmaRows = 16;
 inline constexpr int kMinKeysPerSplit = 64;
 inline constexpr int kBlockFixedKeys = 128;
 inline constexpr int kSplitMergeKeys = 32;
+// A split merged inside its cluster costs about kClusterMergeKeys instead
+// (H100: 4K keys, batch 1, 8 KV heads: 8 splits merged in clusters 17.6 us,
+// 11 through the merge kernel 18.1).
+inline constexpr int kClusterMergeKeys = 8;
 // Keys a tensor-core warp takes per step (the kernel's kTileKeys).
 inline constexpr int kDecodeMmaTileKeys = 16;
 // The most splits that merge inside a thread-block cluster: 8 blocks is the
@@ -70,9 +74,10 @@ int choose_decode_warps(int64_t blocks, int sms, int head_dim);
 // a last, partial wave leaves SMs idle; never splits shorter than
 // kMinKeysPerSplit keys. A split's keys are counted in whole rounds of
 // `round_keys` (the tensor-core kernel deals whole rounds of tiles to its
-// warps: 16 * warps; 1 for the CUDA-core kernel).
+// warps: 16 * warps; 1 for the CUDA-core kernel). Bit s of `cluster_splits`
+// says that s splits would merge inside their clusters (cheaper).
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
-                      int round_keys);
+                      int round_keys, uint32_t cluster_splits = 0);
 
 // Whether `num_splits` splits may merge inside their thread-block cluster
 // (tensor-core kernel, sm90 and newer, 2 to kMaxClusterSplits splits): the

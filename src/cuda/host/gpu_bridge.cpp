@@ -131,16 +131,26 @@ Status max_active_clusters(int device, DType dtype, const cuda::DecodeChoice& c,
   return Status::ok();
 }
 
-// Fixes the choice's splits and how they merge: in clusters where allowed
-// and every cluster fits at once, else through the workspace and the merge
-// kernel. The plan and every run take the same path through here.
+// Whether `splits` splits of the kernel `c` merge in clusters: allowed, and
+// every cluster resident at once.
+Status merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoice& c,
+                         int splits, bool* yes) {
+  *yes = false;
+  if (!cuda::cluster_merge_allowed(c, splits)) return Status::ok();
+  int resident = 0;
+  FA_RETURN_IF_ERROR(max_active_clusters(device, p.attn.dtype, c, splits, &resident));
+  *yes = p.attn.batch * p.attn.heads_kv * c.row_chunks <= int64_t(resident);
+  return Status::ok();
+}
+
+// Fixes the choice's splits and how they merge: in clusters where they fit,
+// else through the workspace and the merge kernel. The plan and every run
+// take the same path through here.
 Status settle_splits(int device, const DecodeParams& p, int splits, cuda::DecodeChoice* c) {
   c->num_splits = splits;
-  c->cluster_merge = false;
-  if (!cuda::cluster_merge_allowed(*c, splits)) return Status::ok();
-  int resident = 0;
-  FA_RETURN_IF_ERROR(max_active_clusters(device, p.attn.dtype, *c, splits, &resident));
-  c->cluster_merge = p.attn.batch * p.attn.heads_kv * c->row_chunks <= int64_t(resident);
+  bool in_cluster = false;
+  FA_RETURN_IF_ERROR(merges_in_cluster(device, p, *c, splits, &in_cluster));
+  c->cluster_merge = in_cluster;
   return Status::ok();
 }
 
@@ -157,7 +167,14 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     if (err != cudaSuccess) return device_error("decode occupancy", err);
     const int64_t blocks = p.attn.batch * p.attn.heads_kv * choice.row_chunks;
     const int round_keys = choice.tensor_cores ? cuda::kDecodeMmaTileKeys * choice.warps : 1;
-    splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys);
+    uint32_t cluster_splits = 0;
+    for (int s = 2; s <= cuda::kMaxClusterSplits; ++s) {
+      bool in_cluster = false;
+      FA_RETURN_IF_ERROR(merges_in_cluster(device, p, choice, s, &in_cluster));
+      if (in_cluster) cluster_splits |= 1u << s;
+    }
+    splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys,
+                                     cluster_splits);
   }
   FA_RETURN_IF_ERROR(settle_splits(device, p, splits, &choice));
   plan->num_splits = splits;
