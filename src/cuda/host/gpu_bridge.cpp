@@ -112,9 +112,10 @@ Status choose_decode(int device, const DecodeParams& p, const fa_run_options* op
 
 // Clusters of `size` blocks of the kernel `c` resident at once on `device`,
 // asked of the runtime once per (device, dtype, head dim, warps, size): the
-// run repeats the plan's choice on every call and must not pay for it.
-Status max_active_clusters(int device, DType dtype, const cuda::DecodeChoice& c, int size,
-                           int* clusters) {
+// run repeats the plan's choice on every call and must not pay for it. A
+// runtime that cannot answer counts as none fitting (the merge kernel runs).
+void max_active_clusters(int device, DType dtype, const cuda::DecodeChoice& c, int size,
+                         int* clusters) {
   using Key = std::tuple<int, int, int, int, int>;
   static std::mutex mutex;
   static std::map<Key, int> known;
@@ -122,36 +123,32 @@ Status max_active_clusters(int device, DType dtype, const cuda::DecodeChoice& c,
   std::lock_guard<std::mutex> lock(mutex);
   if (const auto it = known.find(key); it != known.end()) {
     *clusters = it->second;
-    return Status::ok();
+    return;
   }
   cuda::DeviceGuard guard(device);
-  const cudaError_t err = cuda::decode_max_active_clusters(dtype, c, size, clusters);
-  if (err != cudaSuccess) return device_error("decode cluster occupancy", err);
+  if (cuda::decode_max_active_clusters(dtype, c, size, clusters) != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it so that later calls do not see it
+    *clusters = 0;
+  }
   known.emplace(key, *clusters);
-  return Status::ok();
 }
 
 // Whether `splits` splits of the kernel `c` merge in clusters: allowed, and
 // every cluster resident at once.
-Status merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoice& c,
-                         int splits, bool* yes) {
-  *yes = false;
-  if (!cuda::cluster_merge_allowed(c, splits)) return Status::ok();
+bool merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoice& c,
+                       int splits) {
+  if (!cuda::cluster_merge_allowed(c, splits)) return false;
   int resident = 0;
-  FA_RETURN_IF_ERROR(max_active_clusters(device, p.attn.dtype, c, splits, &resident));
-  *yes = p.attn.batch * p.attn.heads_kv * c.row_chunks <= int64_t(resident);
-  return Status::ok();
+  max_active_clusters(device, p.attn.dtype, c, splits, &resident);
+  return p.attn.batch * p.attn.heads_kv * c.row_chunks <= int64_t(resident);
 }
 
 // Fixes the choice's splits and how they merge: in clusters where they fit,
 // else through the workspace and the merge kernel. The plan and every run
 // take the same path through here.
-Status settle_splits(int device, const DecodeParams& p, int splits, cuda::DecodeChoice* c) {
+void settle_splits(int device, const DecodeParams& p, int splits, cuda::DecodeChoice* c) {
   c->num_splits = splits;
-  bool in_cluster = false;
-  FA_RETURN_IF_ERROR(merges_in_cluster(device, p, *c, splits, &in_cluster));
-  c->cluster_merge = in_cluster;
-  return Status::ok();
+  c->cluster_merge = merges_in_cluster(device, p, *c, splits);
 }
 
 Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
@@ -169,14 +166,12 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     const int round_keys = choice.tensor_cores ? cuda::kDecodeMmaTileKeys * choice.warps : 1;
     uint32_t cluster_splits = 0;
     for (int s = 2; s <= cuda::kMaxClusterSplits; ++s) {
-      bool in_cluster = false;
-      FA_RETURN_IF_ERROR(merges_in_cluster(device, p, choice, s, &in_cluster));
-      if (in_cluster) cluster_splits |= 1u << s;
+      if (merges_in_cluster(device, p, choice, s)) cluster_splits |= 1u << s;
     }
     splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys,
                                      cluster_splits);
   }
-  FA_RETURN_IF_ERROR(settle_splits(device, p, splits, &choice));
+  settle_splits(device, p, splits, &choice);
   plan->num_splits = splits;
   plan->workspace_bytes = cuda::decode_workspace_bytes(p, choice, splits);
   return Status::ok();
@@ -191,7 +186,7 @@ Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* works
   if (plan.num_splits < 1 || plan.num_splits > FA_MAX_DECODE_SPLITS) {
     return Status::invalid("plan: num_splits is out of range; pass the plan fa_plan_decode made");
   }
-  FA_RETURN_IF_ERROR(settle_splits(device, p, plan.num_splits, &choice));
+  settle_splits(device, p, plan.num_splits, &choice);
   choice.workspace_bytes = plan.workspace_bytes;
   cuda::DeviceGuard guard(device);
   const cudaError_t err = cuda::launch_decode(choice, p, workspace, stream_of(options));
