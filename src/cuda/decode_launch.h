@@ -19,8 +19,10 @@ cudaError_t decode_max_active_clusters(DType dtype, const DecodeChoice& choice, 
                                        int* clusters);
 
 // Append (when p has new tokens), attention over the splits, merge of the
-// splits (when more than one). `workspace` holds choice.workspace_bytes.
-// Allocates nothing, never synchronises the host.
+// splits (when more than one: inside the attention kernel's clusters with
+// choice.cluster_merge, else a second kernel over the workspace's partials).
+// `workspace` holds choice.workspace_bytes. Allocates nothing, never
+// synchronises the host.
 cudaError_t launch_decode(const DecodeChoice& choice, const DecodeParams& p, void* workspace,
                           cudaStream_t stream);
 
