@@ -39,6 +39,7 @@
 #include "cuda/common/ptx.cuh"
 #include "cuda/common/sm90.cuh"
 #include "cuda/common/swizzle.cuh"
+#include "sm90_driver_common.cuh"
 
 namespace {
 
@@ -539,13 +540,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  if (prop.major != 9 || prop.minor != 0) {
-    std::fprintf(stderr, "kv_read_bench: needs a compute capability 9.0 GPU, found %d.%d\n",
-                 prop.major, prop.minor);
-    return 2;
-  }
+  const cudaDeviceProp prop = fastattn::bench::sm90_device_or_exit("kv_read_bench");
   std::printf("device: %s, %d SMs\n", prop.name, prop.multiProcessorCount);
 
   Buffers buf;

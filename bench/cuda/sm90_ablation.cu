@@ -76,13 +76,7 @@ int main(int argc, char** argv) {
   FILE* json = nullptr;
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--json" && i + 1 < argc) json = std::fopen(argv[++i], "w");
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  if (prop.major != 9 || prop.minor != 0) {
-    std::fprintf(stderr, "sm90_ablation: needs a compute capability 9.0 GPU, found %d.%d\n",
-                 prop.major, prop.minor);
-    return 2;
-  }
+  const cudaDeviceProp prop = fastattn::bench::sm90_device_or_exit("sm90_ablation");
   constexpr int kTokens = 16384, kHeads = 16, kD = 128;
   const int64_t n = int64_t{kTokens} * kHeads * kD;
   __half *q, *k, *v, *o_ref, *o;

@@ -1,6 +1,7 @@
-// What the sm90 kernel drivers (sm90_ablation, sm90_trace) share: the
-// prefill benchmark's problem as FwdParams over [B, L, H, D] tensors, and the
-// median of CUDA-event-timed launches.
+// What the sm90 kernel drivers (sm90_ablation, sm90_trace, kv_read_bench)
+// share: the check for an sm90 GPU, the prefill benchmark's problem as
+// FwdParams over [B, L, H, D] tensors, and the median of CUDA-event-timed
+// launches.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -8,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "check_cuda.cuh"
@@ -30,6 +33,19 @@ inline cuda::FwdParams bshd_params(void* q, void* k, void* v, void* o, int b, in
   p.window_right = causal ? 0 : -1;
   p.scale_log2 = 1.4426950408889634f / std::sqrt(float(d));
   return p;
+}
+
+// Device 0's properties, or exit with status 2 naming `driver` unless it is
+// an sm90 GPU (the drivers run sm_90a code only).
+inline cudaDeviceProp sm90_device_or_exit(const char* driver) {
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  if (prop.major != 9 || prop.minor != 0) {
+    std::fprintf(stderr, "%s: needs a compute capability 9.0 GPU, found %d.%d\n", driver,
+                 prop.major, prop.minor);
+    std::exit(2);
+  }
+  return prop;
 }
 
 // launch() returns a cudaError_t; 5 untimed calls first.

@@ -153,13 +153,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sm90_trace: --d must be 64 or 128 and --len divide 16384\n");
     return 2;
   }
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  if (prop.major != 9 || prop.minor != 0) {
-    std::fprintf(stderr, "sm90_trace: needs a compute capability 9.0 GPU, found %d.%d\n",
-                 prop.major, prop.minor);
-    return 2;
-  }
+  const cudaDeviceProp prop = fastattn::bench::sm90_device_or_exit("sm90_trace");
   std::printf("%s\n", prop.name);
   int rc;
   if (d == 128) rc = run<fc::DefaultSm90Traits<__half, 128>>(len, causal, csv);

@@ -22,6 +22,30 @@ cudaError_t allow_decode_smem() {
                               cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
 }
 
+// The planner counts a split's keys in rounds of kDecodeMmaTileKeys-key tiles.
+static_assert(DecodeMmaConfig<__half, 128, 8>::kTileKeys == kDecodeMmaTileKeys,
+              "decode_select.h's tile size must match the kernel's");
+
+// A launch of the tensor-core kernel over `grid` in clusters of
+// `cluster_size` blocks along x; `attribute` (the caller's) holds the
+// cluster shape the config points to.
+template <typename Traits>
+cudaLaunchConfig_t cluster_config(dim3 grid, int cluster_size, cudaStream_t stream,
+                                  cudaLaunchAttribute* attribute) {
+  attribute->id = cudaLaunchAttributeClusterDimension;
+  attribute->val.clusterDim.x = static_cast<unsigned>(cluster_size);
+  attribute->val.clusterDim.y = 1;
+  attribute->val.clusterDim.z = 1;
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(Traits::kThreads);
+  config.dynamicSmemBytes = Traits::kSmemBytes;
+  config.stream = stream;
+  config.attrs = attribute;
+  config.numAttrs = 1;
+  return config;
+}
+
 template <typename Traits>
 cudaError_t launch_decode_mma(const DecodeKernelParams& p, const DecodeChoice& c,
                               cudaStream_t stream) {
@@ -32,18 +56,8 @@ cudaError_t launch_decode_mma(const DecodeKernelParams& p, const DecodeChoice& c
     return cudaGetLastError();
   }
   // The splits of one (sequence, KV head, row chunk) as one cluster.
-  cudaLaunchConfig_t config = {};
-  config.gridDim = grid;
-  config.blockDim = dim3(Traits::kThreads);
-  config.dynamicSmemBytes = Traits::kSmemBytes;
-  config.stream = stream;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(c.num_splits);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
+  cudaLaunchAttribute cluster;
+  const cudaLaunchConfig_t config = cluster_config<Traits>(grid, c.num_splits, stream, &cluster);
   return cudaLaunchKernelEx(&config, decode_mma_kernel<Traits>, p);
 }
 
@@ -57,17 +71,10 @@ cudaError_t occupancy_mma(int* blocks) {
 template <typename Traits>
 cudaError_t clusters_mma(int cluster_size, int* clusters) {
   if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(cluster_size));
-  config.blockDim = dim3(Traits::kThreads);
-  config.dynamicSmemBytes = Traits::kSmemBytes;
-  cudaLaunchAttribute attribute[1];
-  attribute[0].id = cudaLaunchAttributeClusterDimension;
-  attribute[0].val.clusterDim.x = static_cast<unsigned>(cluster_size);
-  attribute[0].val.clusterDim.y = 1;
-  attribute[0].val.clusterDim.z = 1;
-  config.attrs = attribute;
-  config.numAttrs = 1;
+  cudaLaunchAttribute cluster;
+  const cudaLaunchConfig_t config =
+      cluster_config<Traits>(dim3(static_cast<unsigned>(cluster_size)), cluster_size, nullptr,
+                             &cluster);
   return cudaOccupancyMaxActiveClusters(clusters, decode_mma_kernel<Traits>, &config);
 }
 
