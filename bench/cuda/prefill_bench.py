@@ -8,7 +8,10 @@ matmul-softmax-matmul, on the FlashAttention benchmark grid: hidden 2048
 L in {512, ..., 16384}, causal and not, fp16 and bf16 (48 rows).
 
 FLOPs = 4 * B * L * L * H * D, halved when causal. Each implementation is
-timed with CUDA events after a warm-up; the median of the repeats is reported.
+timed with CUDA events after a warm-up; the median of the repeats is one
+round's time. Every implementation is timed in --rounds rounds, in turn, and
+reports its best round, so none is judged by the GPU state that the row's
+checks or another implementation left behind.
 Before timing, each row checks our output (poisoned with NaN first) against
 SDPA flash within a loose sanity bound; any mismatch makes the exit status 1.
 
@@ -178,17 +181,30 @@ def run_row(torch, lib, row, opts):
     }
     result = {"row": row, "B": B, "H": H, "ms": {}, "status": {}, "maxdiff": None, "check": "skipped"}
 
+    result["rounds_ms"] = {name: [] for name in ("ours", *peers)}
     try:
         if opts.check:
             result["maxdiff"], result["check_ref"], result["check"] = check_row(torch, ours, out, peers, dtype_name)
-        result["ms"]["ours"] = median_ms(torch, ours, opts.warmup, opts.repeats)
         result["status"]["ours"] = "ok"
     except FastattnError as exc:
-        result["ms"]["ours"], result["status"]["ours"] = None, "error: " + str(exc)
-        result["check"] = "MISMATCH (our call failed)" if opts.check else result["check"]
+        result["status"]["ours"] = "error: " + str(exc)
+        result["check"] = "MISMATCH (our call failed)"
 
-    for name, fn in peers.items():
-        result["ms"][name], result["status"][name] = time_peer(torch, fn, opts.warmup, opts.repeats)
+    for _ in range(opts.rounds):
+        if result["status"]["ours"] == "ok":
+            try:
+                result["rounds_ms"]["ours"].append(median_ms(torch, ours, opts.warmup, opts.repeats))
+            except FastattnError as exc:
+                result["status"]["ours"] = "error: " + str(exc)
+                result["check"] = "MISMATCH (our call failed)" if opts.check else result["check"]
+        for name, fn in peers.items():
+            if result["status"].get(name, "ok") != "ok":
+                continue  # failed in an earlier round
+            ms, result["status"][name] = time_peer(torch, fn, opts.warmup, opts.repeats)
+            result["rounds_ms"][name].append(ms)
+    for name, times in result["rounds_ms"].items():
+        done = [ms for ms in times if ms is not None]
+        result["ms"][name] = min(done) if done and result["status"][name] == "ok" else None
 
     # The naive peer's L x L scores make it the slow one (~65 ms a call at
     # L=16384 causal): fewer calls keep the full grid within a few minutes.
@@ -234,6 +250,8 @@ def write_json(fh, res, env):
         rec = {**env, "impl": name, "dtype": dtype_name, "d": D, "L": L, "B": res["B"], "H": res["H"],
                "causal": causal, "ms": res["ms"][name], "tflops": res["tflops"][name],
                "flop_formula": flop_formula(causal), "status": res["status"][name]}
+        if name in res["rounds_ms"]:
+            rec["rounds_ms"] = res["rounds_ms"][name]
         if name == "ours":
             rec["maxdiff"], rec["check"] = res["maxdiff"], res["check"]
         fh.write(json.dumps(rec) + "\n")
@@ -282,6 +300,8 @@ def parse_args(argv):
     ap.add_argument("--commit", help="commit of the measured tree (default: git rev-parse HEAD, else 'unknown')")
     ap.add_argument("--repeats", type=int, default=20, help="timed calls per implementation (median reported)")
     ap.add_argument("--warmup", type=int, default=5, help="untimed calls before timing")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="times each implementation is timed, in turn (best round reported)")
     ap.add_argument("--quick", action="store_true", help="only fp16, D=128, L in {1024, 8192}, causal and not")
     ap.add_argument("--cuda-path", type=int, default=0, choices=(0, 70, 75, 80, 90),
                     help="force our kernel family (fa_cuda_path); 0 = chosen by the device")
@@ -296,8 +316,8 @@ def parse_args(argv):
                     help="compare ours with SDPA flash per row before timing (default)")
     ap.add_argument("--no-check", dest="check", action="store_false", help="skip the comparison")
     opts = ap.parse_args(argv)
-    if opts.repeats < 1 or opts.warmup < 0:
-        ap.error("--repeats must be >= 1 and --warmup >= 0")
+    if opts.repeats < 1 or opts.warmup < 0 or opts.rounds < 1:
+        ap.error("--repeats and --rounds must be >= 1 and --warmup >= 0")
     opts.dtypes = tuple(opts.dtypes.split(","))
     if not opts.dtypes or any(d not in ("fp16", "bf16") for d in opts.dtypes):
         ap.error("--dtypes takes fp16, bf16 or both, comma-separated")
@@ -329,7 +349,7 @@ def main(argv=None):
           f"our path {'auto' if not opts.cuda_path else 'sm%d (forced)' % opts.cuda_path}",
           flush=True)
     print(f"FLOPs = 4*B*L*L*H*D, halved when causal; hidden 2048 (H = 2048/D), B*L = 16384; "
-          f"median of {opts.repeats} event-timed calls after {opts.warmup} warm-ups "
+          f"median of {opts.repeats} event-timed calls after {opts.warmup} warm-ups, best of {opts.rounds} rounds "
           f"(naive: {min(opts.repeats, 5)} after {min(opts.warmup, 2)}); check {'on' if opts.check else 'off'}",
           flush=True)
 

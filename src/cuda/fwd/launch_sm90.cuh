@@ -46,20 +46,36 @@ inline cudaError_t make_sm90_maps(const FwdParams& p, bool bf16, int block_m, in
 }
 
 // blocks_per_sm blocks per SM, or fewer when there are fewer pairs of query
-// tiles; and the tile order's section: as many (head, sequence) pairs as have
-// K and V in a quarter of L2 (a GQA group's heads share theirs), so that the
-// blocks running at once, all within a section or two, find each other's K/V
-// there.
-inline cudaError_t persistent_grid(const FwdParams& p, int64_t tiles, int blocks_per_sm,
-                                   int* blocks, int* section_heads) {
+// tiles (`pairs_total`); and the tile order's section, in (head, sequence)
+// pairs, by one of two rules, each measured best for its kernels:
+// - wave_quarter (one block of two consumers per SM): the heads whose pairs
+//   of query tiles fill a quarter of the grid. A wave of blocks then covers
+//   about four sections, and only the heads of the one section that a wave
+//   boundary cuts have pairs in two waves; with sections of a quarter of L2
+//   (below) at 512-2K queries, a wave boundary cut through a section of up to
+//   50 heads in every wave, and those heads' K/V, read again a wave later,
+//   came from DRAM a second time.
+// - otherwise as many heads as have K and V in a quarter of L2 (a GQA
+//   group's heads share theirs), so that the blocks running at once, all
+//   within a section or two, find each other's K/V there.
+inline cudaError_t persistent_grid(const FwdParams& p, int64_t pairs_total, int blocks_per_sm,
+                                   bool wave_quarter, int* blocks, int* section_heads) {
   int device = 0, sms = 0, l2 = 0;
   cudaError_t err = cudaGetDevice(&device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device);
-  *blocks = static_cast<int>(std::min<int64_t>(tiles, int64_t{sms} * blocks_per_sm));
-  const int64_t kv_bytes = std::max<int64_t>(int64_t{p.seqlen_k} * p.head_dim * 4 / p.group_size, 1);
-  const int64_t pairs = int64_t{p.heads_q} * p.batch;
-  *section_heads = static_cast<int>(std::clamp<int64_t>(int64_t{l2} / 4 / kv_bytes, 1, pairs));
+  *blocks = static_cast<int>(std::min<int64_t>(pairs_total, int64_t{sms} * blocks_per_sm));
+  const int64_t heads = int64_t{p.heads_q} * p.batch;
+  int64_t section = 0;
+  if (wave_quarter) {
+    const int64_t pairs_per_head = std::max<int64_t>(pairs_total / std::max<int64_t>(heads, 1), 1);
+    section = *blocks / 4 / pairs_per_head;
+  } else {
+    const int64_t kv_bytes =
+        std::max<int64_t>(int64_t{p.seqlen_k} * p.head_dim * 4 / p.group_size, 1);
+    section = int64_t{l2} / 4 / kv_bytes;
+  }
+  *section_heads = static_cast<int>(std::clamp<int64_t>(section, 1, std::max<int64_t>(heads, 1)));
   return err;
 }
 
@@ -76,11 +92,12 @@ cudaError_t launch_sm90_kernel(Sm90Kernel kernel, const FwdParams& p, cudaStream
       kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::kSmemBytes);
   if (attr != cudaSuccess) return attr;
   // Work comes in pairs of query tiles (see TileOrder).
-  const int64_t tiles =
+  const int64_t pairs =
       int64_t{((p.seqlen_q + T::kBlockM - 1) / T::kBlockM + 1) / 2} * p.heads_q * p.batch;
   int blocks = 0;
+  constexpr bool kWaveQuarter = T::kConsumers == 2 && T::kBlocksPerSm == 1;
   const cudaError_t grid_err =
-      persistent_grid(p, tiles, T::kBlocksPerSm, &blocks, &maps.section_heads);
+      persistent_grid(p, pairs, T::kBlocksPerSm, kWaveQuarter, &blocks, &maps.section_heads);
   if (grid_err != cudaSuccess) return grid_err;
   if (section_heads > 0) maps.section_heads = std::min(section_heads, p.heads_q * p.batch);
   kernel<<<blocks, T::kThreads, T::kSmemBytes, stream>>>(p, maps);
