@@ -190,9 +190,9 @@ struct Smem {
 // tiles add up to the same count for every pair, so dealing pairs round-
 // robin to the blocks gives each about the same work without a global
 // queue (the longer tile of a pair runs first). (head, sequence) pairs form
-// sections of `section` whose K and V fit in L2 together (chosen on the
-// host); within a section the pairs go rank by rank, so the blocks running
-// at once share the K/V of a few heads instead of streaming one each.
+// sections of `section` heads (chosen on the host: persistent_grid); within
+// a section the pairs go rank by rank, so the blocks running at once share
+// the K/V of a few heads instead of streaming one each.
 struct TileOrder {
   int tiles_m, pairs_m, heads_batch, section;
   __device__ __forceinline__ TileOrder(const FwdParams& p, int block_m, int section_heads)
