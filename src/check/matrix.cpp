@@ -157,6 +157,13 @@ std::vector<Case> gpu_multi_tile_cases(bool quick) {
     wide.heads_q = 4;
     wide.heads_kv = 1;
     m.push_back(wide);
+    // Many (head, sequence) pairs: the sm90 kernels' persistent blocks take
+    // them in sections (8 heads here on a 132-SM GPU), the last one partial.
+    Case sections = base("tiles sections", dt, 1000, 1000, 128);
+    sections.batch = 3;
+    sections.heads_q = 12;
+    sections.heads_kv = 4;
+    m.push_back(dt == FA_DTYPE_FLOAT16 ? sections : with_mask(sections, FA_MASK_CAUSAL));
     Case decode = base("tiles decode", dt, 1, 5000, 128);
     decode.heads_q = 8;
     m.push_back(decode);
