@@ -76,11 +76,10 @@ TEST(FwdSelect, VariantTilesForThePlainSm80KernelOffHopper) {
   }
 }
 
-// The sm90 path's d = 64 plain kernel runs 192-row tiles (three consumer
-// warpgroups) where rows see about 1024 keys or more on average, the
-// short-rows table's shape below that (variant_tiles); other head dims have
-// one shape.
-TEST(FwdSelect, Sm90HeadDim64TakesTheShortRowsTilesForShortRows) {
+// The sm90 path runs its short-rows kernels (variant_tiles) where rows see
+// few keys on average: at d = 64 fewer than 1024 (above that 192-row tiles
+// of three consumer warpgroups), at the other head dims 1024 or fewer.
+TEST(FwdSelect, Sm90TakesTheShortRowsKernelsForShortRows) {
   struct Case {
     int64_t head_dim, len, window_left;
     bool causal, variant;
@@ -88,7 +87,9 @@ TEST(FwdSelect, Sm90HeadDim64TakesTheShortRowsTilesForShortRows) {
   const Case cases[] = {
       {64, 100, -1, false, true},    {64, 512, -1, false, true},  {64, 1024, -1, false, false},
       {64, 1024, -1, true, true},    {64, 2048, -1, true, false}, {64, 16384, -1, true, false},
-      {64, 16384, 511, true, true},  {128, 100, -1, false, false}, {96, 512, -1, true, false},
+      {64, 16384, 511, true, true},  {128, 100, -1, false, true},  {96, 512, -1, true, true},
+      {128, 1024, -1, false, true},  {128, 2048, -1, true, false}, {256, 4096, -1, false, false},
+      {128, 16384, 511, true, true},
   };
   for (const Case& k : cases) {
     AttentionParams p = problem(k.head_dim);

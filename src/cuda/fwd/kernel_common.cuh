@@ -112,6 +112,8 @@ struct KeyTiles {
   int begin, end, full_begin, full_end;
   SegmentSpan first_doc, last_doc;  // documents of the first and last rows
 
+  KeyTiles() = default;  // filled in field by field (a tile descriptor)
+
   // warp_search: the whole calling warp, converged, searches the documents
   // (see warp_segment_bounds2) instead of each thread on its own.
   __device__ __forceinline__ KeyTiles(const RowMask& mask, int m0, int block_m, int lq, int lk,

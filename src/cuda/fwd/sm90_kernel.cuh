@@ -48,7 +48,7 @@ struct Sm90Args {
 };
 
 template <typename Elem_, int kHeadDim_, int kBlockN_, int kStages_, bool kOverlap_,
-          bool kPingPong_, int kConsumers_ = 2, int kBlocksPerSm_ = 1>
+          bool kPingPong_, int kConsumers_ = 2, int kBlocksPerSm_ = 1, bool kDescribed_ = false>
 struct Sm90Traits {
   using Elem = Elem_;
   static constexpr int kHeadDim = kHeadDim_;
@@ -59,6 +59,10 @@ struct Sm90Traits {
   static constexpr int kConsumers = kConsumers_;  // warpgroups of 64 query rows
   static constexpr int kBlocksPerSm = kBlocksPerSm_;
   static constexpr int kBlockM = 64 * kConsumers;
+  // The short-rows kernels: the producer works out each query tile a tile
+  // ahead and hands it to the consumers in shared memory (producer_described),
+  // and Q has two buffers where shared memory holds them beside O.
+  static constexpr bool kDescribed = kDescribed_;
   // Where the overlapped mainloop turns the softmaxed S into P (kOverlap):
   // packed right after the softmax, P lands in the registers that the P V in
   // flight reads, and ptxas then hoists the wait for that P V above the
@@ -77,14 +81,25 @@ struct Sm90Traits {
   static constexpr int kKVBlockBytes = kBlockN * 128;
   static constexpr int kQBytes = kColBlocks * kQBlockBytes;
   static constexpr int kKVTileBytes = kColBlocks * kKVBlockBytes;
-  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
-  // O is staged for its store in a buffer of its own where shared memory
-  // allows (then the next tile's Q can land during the epilogue), else in
-  // the Q tile.
-  static constexpr int kRingBytes = kQBytes + 2 * kStages * kKVTileBytes + kBarrierBytes + 1024;
   // A block's share of the SM's 228 KiB, less 1 KiB reserved per block.
   static constexpr int kSmemLimit =
       kBlocksPerSm == 1 ? 227 * 1024 : 228 * 1024 / kBlocksPerSm - 1024;
+  // Q buffers: two (kDescribed) where they fit beside the K/V ring, the
+  // barriers and descriptors, and a separate O buffer.
+  static constexpr int kQBuffers =
+      kDescribed && 3 * kQBytes + 2 * kStages * kKVTileBytes + 8 * (8 + 4 * kStages) + 2 * 96 +
+                            1024 <=
+                        kSmemLimit
+          ? 2
+          : 1;
+  // + the two tile descriptors and their barriers.
+  static constexpr int kBarrierBytes =
+      8 * (2 * kQBuffers + 4 * kStages) + (kDescribed ? 8 * 4 + 2 * 96 : 0);
+  // O is staged for its store in a buffer of its own where shared memory
+  // allows (then the next tile's Q can land during the epilogue), else in
+  // the Q tile.
+  static constexpr int kRingBytes =
+      kQBuffers * kQBytes + 2 * kStages * kKVTileBytes + kBarrierBytes + 1024;
   static constexpr bool kSeparateO = kRingBytes + kQBytes <= kSmemLimit;
   // + 1 KiB to align the tiles to the swizzle's 1024-byte atoms.
   static constexpr int kSmemBytes = kRingBytes + (kSeparateO ? kQBytes : 0);
@@ -141,7 +156,7 @@ struct DefaultSm90 {
                                         : sm90_tile_config(kHeadDim);
   using type = Sm90Traits<Elem, kHeadDim, c.block_n, c.stages,
                           kHeadDim < 256 && c.blocks_per_sm == 1, true, c.block_m / 64,
-                          c.blocks_per_sm>;
+                          c.blocks_per_sm, kTable == Sm90Table::kShortRows>;
 };
 // The plain kernel's traits, the softcap and block-mask kernels'
 // (fwd_variant_tile_config), and the plain kernel's for short rows.
@@ -166,20 +181,32 @@ struct Smem {
   __device__ __forceinline__ explicit Smem(unsigned char* raw) {
     const uint32_t base = (smem_addr(raw) + 1023u) & ~1023u;
     q = base;
-    o = T::kSeparateO ? q + T::kQBytes : q;
-    k = q + (T::kSeparateO ? 2 : 1) * T::kQBytes;
+    o = T::kSeparateO ? q + T::kQBuffers * T::kQBytes : q;
+    k = q + (T::kQBuffers + (T::kSeparateO ? 1 : 0)) * T::kQBytes;
     v = k + T::kStages * T::kKVTileBytes;
     bar = v + T::kStages * T::kKVTileBytes;
   }
-  __device__ __forceinline__ uint32_t q_full() const { return bar; }
-  __device__ __forceinline__ uint32_t q_empty() const { return bar + 8; }
-  __device__ __forceinline__ uint32_t k_full(int s) const { return bar + 8 * (2 + s); }
-  __device__ __forceinline__ uint32_t v_full(int s) const { return bar + 8 * (2 + T::kStages + s); }
+  static constexpr int kQB = 2 * T::kQBuffers;
+  __device__ __forceinline__ uint32_t q_tile(int i) const { return q + i * T::kQBytes; }
+  __device__ __forceinline__ uint32_t q_full(int i) const { return bar + 16 * i; }
+  __device__ __forceinline__ uint32_t q_empty(int i) const { return bar + 16 * i + 8; }
+  __device__ __forceinline__ uint32_t k_full(int s) const { return bar + 8 * (kQB + s); }
+  __device__ __forceinline__ uint32_t v_full(int s) const { return bar + 8 * (kQB + T::kStages + s); }
   __device__ __forceinline__ uint32_t k_empty(int s) const {
-    return bar + 8 * (2 + 2 * T::kStages + s);
+    return bar + 8 * (kQB + 2 * T::kStages + s);
   }
   __device__ __forceinline__ uint32_t v_empty(int s) const {
-    return bar + 8 * (2 + 3 * T::kStages + s);
+    return bar + 8 * (kQB + 3 * T::kStages + s);
+  }
+  // The two tile descriptors (96 bytes each) and their barriers.
+  __device__ __forceinline__ uint32_t desc_full(int i) const {
+    return bar + 8 * (kQB + 4 * T::kStages + i);
+  }
+  __device__ __forceinline__ uint32_t desc_empty(int i) const {
+    return bar + 8 * (kQB + 4 * T::kStages + 2 + i);
+  }
+  __device__ __forceinline__ uint32_t desc(int i) const {
+    return bar + 8 * (kQB + 4 * T::kStages + 4) + 96 * i;
   }
   __device__ __forceinline__ uint32_t k_tile(int s) const { return k + s * T::kKVTileBytes; }
   __device__ __forceinline__ uint32_t v_tile(int s) const { return v + s * T::kKVTileBytes; }
@@ -200,6 +227,31 @@ struct TileOrder {
         pairs_m((tiles_m + 1) / 2),
         heads_batch(p.heads_q * p.batch),
         section(section_heads) {}
+
+  // The same order one tile at a time: the pair index (first blockIdx.x)
+  // and the tile within the pair.
+  struct Cursor {
+    int i, j;
+  };
+  __device__ __forceinline__ bool next(Cursor& c, int heads, int* m_block, int* h, int* b) const {
+    const int count = pairs_m * heads_batch;
+#pragma unroll 1
+    for (; c.i < count; c.i += gridDim.x, c.j = 0) {
+      const int first = c.i / (pairs_m * section) * section;
+      const int within = c.i - first * pairs_m;
+      const int width = min(section, heads_batch - first);
+      const int rank = within / width, hb = first + within % width;
+      const int last = tiles_m - 1 - rank;
+      if (c.j < (rank == last ? 1 : 2)) {
+        *m_block = c.j == 0 ? last : rank;
+        *h = hb % heads;
+        *b = hb / heads;
+        ++c.j;
+        return true;
+      }
+    }
+    return false;
+  }
 
   // Calls f(m_block, h, b) for each query tile of this block, in order.
   template <class F>
@@ -263,6 +315,20 @@ struct Sm90Block {
         h(h_),
         b(b_) {}
 
+  // From a tile descriptor (see producer_described).
+  __device__ __forceinline__ Sm90Block(const FwdParams& p, const int4 (&d)[6])
+      : lq(d[2].y), lk(d[2].z), m0(d[1].z), q_row(d[0].x), k_row(d[0].y), map_b(d[0].z),
+        mask(p, d[1].y), h(d[0].w), b(d[1].y) {
+    tiles.begin = d[2].w;
+    tiles.end = d[3].x;
+    tiles.full_begin = d[3].y;
+    tiles.full_end = d[3].z;
+    tiles.first_doc = SegmentSpan{d[3].w, d[4].x, d[4].y};
+    tiles.last_doc = SegmentSpan{d[4].z, d[4].w, d[5].x};
+    seq.count = d[1].w;
+    seq.offset = d[2].x;
+  }
+
   static __device__ __forceinline__ int seq_len(const int32_t* cu, int b, int fixed) {
     return cu ? cu[b + 1] - cu[b] : fixed;
   }
@@ -276,6 +342,27 @@ struct Sm90Block {
     return seq.at(seq.count - 1 - it, bm, block_row(bm, b, h, m0), log2_of(block_n));
   }
 };
+
+// What the producer needs of a query tile (Sm90Block's fields), worked out
+// a tile ahead and kept in shared memory: the producer then issues a tile's
+// first copies as soon as their buffers free, and works out the next tile
+// while it waits for ring slots, instead of spending about 2,000 cycles of
+// integer work between the last copy of one tile and the first of the next.
+// Shared memory rather than registers: the producer has 24. count < 0: no
+// more tiles.
+__device__ __forceinline__ void st_shared_v4(uint32_t addr, int a, int b, int c, int d) {
+  asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c),
+               "r"(d)
+               : "memory");
+}
+__device__ __forceinline__ int4 ld_shared_v4(uint32_t addr) {
+  int4 v;
+  asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
 
 // The producer: one thread issues every copy. `kv` counts the K/V tiles
 // loaded so far over all query tiles, which fixes ring stage and phase.
@@ -292,13 +379,13 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
     if (blk.empty()) return;
     const int hk = h / p.group_size;
     // Q of the previous tile is free once both consumers' last Q K^T ended.
-    sm90::mbarrier_wait(sm.q_empty(), (done & 1) ^ 1);
+    sm90::mbarrier_wait(sm.q_empty(0), (done & 1) ^ 1);
     mark(kEvProducerQ);
-    sm90::mbarrier_arrive_expect_tx(sm.q_full(), T::kQBytes);
+    sm90::mbarrier_arrive_expect_tx(sm.q_full(0), T::kQBytes);
 #pragma unroll
     for (int c = 0; c < T::kColBlocks; ++c)
-      sm90::tma_load_4d(sm.q + c * T::kQBlockBytes, &args.q, sm.q_full(), 64 * c, blk.q_row, h,
-                        blk.map_b);
+      sm90::tma_load_4d(sm.q_tile(0) + c * T::kQBlockBytes, &args.q, sm.q_full(0), 64 * c,
+                        blk.q_row, h, blk.map_b);
     const int n_tiles = blk.key_tiles();
     for (int it = 0; it < n_tiles; ++it, ++kv) {
       const int nb = blk.tile(it, p, T::kBlockN);
@@ -324,6 +411,90 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
   });
 }
 
+// The producer of the short-rows kernels (kDescribed): as producer, with
+// each query tile worked out a tile ahead (describe) and handed over in a
+// descriptor.
+template <class T, bool kBlockMask>
+__device__ __forceinline__ void producer_described(const FwdParams& p, const Sm90Args& args,
+                                                   const Smem<T>& sm) {
+  const TileOrder order(p, T::kBlockM, args.section_heads);
+  int kv = 0, trace_n = 0;
+  const auto mark = [&](Sm90Event e) {
+    if constexpr (T::kTrace) T::record(0, trace_n++, e);
+  };
+  // Writes the next non-empty tile's descriptor, the n-th, into slot n % 2
+  // once the consumers have read the one before last there.
+  TileOrder::Cursor cursor{static_cast<int>(blockIdx.x), 0};
+  const auto describe = [&](int n) {
+    const int slot = n & 1;
+    const uint32_t at = sm.desc(slot);
+    sm90::mbarrier_wait(sm.desc_empty(slot), ((n >> 1) & 1) ^ 1);
+    int m_block, h, b;
+    bool found = false;
+    while (!found && order.next(cursor, p.heads_q, &m_block, &h, &b)) {
+      const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, false);
+      if (blk.empty()) continue;
+      found = true;
+      st_shared_v4(at, blk.q_row, blk.k_row, blk.map_b, h);
+      st_shared_v4(at + 16, h / p.group_size, b, blk.m0, blk.seq.count);
+      st_shared_v4(at + 32, blk.seq.offset, blk.lq, blk.lk, blk.tiles.begin);
+      st_shared_v4(at + 48, blk.tiles.end, blk.tiles.full_begin, blk.tiles.full_end,
+                   blk.tiles.first_doc.id);
+      st_shared_v4(at + 64, blk.tiles.first_doc.lo, blk.tiles.first_doc.hi,
+                   blk.tiles.last_doc.id, blk.tiles.last_doc.lo);
+      st_shared_v4(at + 80, blk.tiles.last_doc.hi, 0, 0, 0);
+    }
+    if (!found) st_shared_v4(at + 16, 0, 0, 0, -1);
+    sm90::mbarrier_arrive(sm.desc_full(slot));
+  };
+  const BlockMaskView bm = block_mask_of<kBlockMask>(p, T::kBlockN);
+  describe(0);
+  for (int done = 0;; ++done) {
+    const int slot = done & 1;
+    const int4 d0 = ld_shared_v4(sm.desc(slot)), d1 = ld_shared_v4(sm.desc(slot) + 16);
+    const int n_tiles = d1.w;
+    if (n_tiles < 0) break;
+    TileSeq seq;
+    seq.count = n_tiles;
+    seq.offset = ld_shared_v4(sm.desc(slot) + 32).x;
+    // Q of the tile before last is free once both consumers' last Q K^T of
+    // it ended.
+    const int qb = done % T::kQBuffers;
+    sm90::mbarrier_wait(sm.q_empty(qb), ((done / T::kQBuffers) & 1) ^ 1);
+    mark(kEvProducerQ);
+    sm90::mbarrier_arrive_expect_tx(sm.q_full(qb), T::kQBytes);
+#pragma unroll
+    for (int c = 0; c < T::kColBlocks; ++c)
+      sm90::tma_load_4d(sm.q_tile(qb) + c * T::kQBlockBytes, &args.q, sm.q_full(qb), 64 * c,
+                        d0.x, d0.w, d0.z);
+    if (n_tiles == 0) describe(done + 1);
+    for (int it = 0; it < n_tiles; ++it, ++kv) {
+      const int hk = d1.x, map_b = d0.z;
+      const int nb =
+          seq.at(n_tiles - 1 - it, bm, block_row(bm, d1.y, d0.w, d1.z), log2_of(T::kBlockN));
+      const int stage = kv % T::kStages;
+      const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
+      const int row = d0.y + nb * T::kBlockN;
+      sm90::mbarrier_wait(sm.k_empty(stage), parity);
+      mark(kEvProducerK);
+      sm90::mbarrier_arrive_expect_tx(sm.k_full(stage), T::kKVTileBytes);
+#pragma unroll
+      for (int c = 0; c < T::kColBlocks; ++c)
+        sm90::tma_load_4d(sm.k_tile(stage) + c * T::kKVBlockBytes, &args.k, sm.k_full(stage),
+                          64 * c, row, hk, map_b);
+      sm90::mbarrier_wait(sm.v_empty(stage), parity);
+      mark(kEvProducerV);
+      sm90::mbarrier_arrive_expect_tx(sm.v_full(stage), T::kKVTileBytes);
+#pragma unroll
+      for (int c = 0; c < T::kColBlocks; ++c)
+        sm90::tma_load_4d(sm.v_tile(stage) + c * T::kKVBlockBytes, &args.v, sm.v_full(stage),
+                          64 * c, row, hk, map_b);
+      // The next tile, worked out while this one's later slots are awaited.
+      if (it == 0) describe(done + 1);
+    }
+  }
+}
+
 // One consumer warpgroup: 64 query rows of each query tile, against all of
 // the tile's key tiles.
 template <class T, bool kSoftcap, bool kBlockMask>
@@ -342,6 +513,7 @@ struct Consumer {
   const int row0;  // this thread's first row within the block (second: + 8)
   const int t;     // lane % 4: column pair within each 8-column block
   int kv = 0;      // K/V tiles consumed so far (ring stage and phase)
+  int qb = 0;      // the current query tile's Q buffer
   bool stored = false;  // a TMA store of O may still be reading the O buffer
   int trace_n = 0;      // timestamps recorded (tracing builds)
 
@@ -393,11 +565,11 @@ struct Consumer {
   }
   // Q is released after the last Q K^T, unless O is staged in it.
   __device__ __forceinline__ void release_q_after_mma() const {
-    if constexpr (T::kSeparateO) release(sm.q_empty());
+    if constexpr (T::kSeparateO) release(sm.q_empty(qb));
   }
 
   __device__ __forceinline__ void issue_qk(float (&s)[kS], int stage) const {
-    const uint32_t q = sm.q + wg * 64 * 128;
+    const uint32_t q = sm.q_tile(qb) + wg * 64 * 128;
     const uint32_t k = sm.k_tile(stage);
 #pragma unroll
     for (int kk = 0; kk < T::kHeadDim / 16; ++kk) {
@@ -751,7 +923,7 @@ struct Consumer {
       // O was staged in the Q tile: the next Q may land once it has left.
       if (tma_store && wtid == 0) sm90::tma_store_wait_read();
       epilogue_barrier();
-      release(sm.q_empty());
+      release(sm.q_empty(qb));
     }
 
     if (p.lse != nullptr && t == 0) {
@@ -780,8 +952,15 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
   const Smem<T> sm(smem_raw);
   const int warp = threadIdx.x >> 5;
   if (threadIdx.x == 0) {
-    sm90::mbarrier_init(sm.q_full(), 1);
-    sm90::mbarrier_init(sm.q_empty(), 4 * T::kConsumers);
+    for (int i = 0; i < T::kQBuffers; ++i) {
+      sm90::mbarrier_init(sm.q_full(i), 1);
+      sm90::mbarrier_init(sm.q_empty(i), 4 * T::kConsumers);
+    }
+    for (int i = 0; T::kDescribed && i < 2; ++i) {
+      sm90::mbarrier_init(sm.desc_full(i), 1);
+      sm90::mbarrier_init(sm.desc_empty(i), 4 * T::kConsumers);
+    }
+
     for (int s = 0; s < T::kStages; ++s) {
       sm90::mbarrier_init(sm.k_full(s), 1);
       sm90::mbarrier_init(sm.v_full(s), 1);
@@ -798,7 +977,11 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
       sm90::prefetch_tensor_map(&args.q);
       sm90::prefetch_tensor_map(&args.k);
       sm90::prefetch_tensor_map(&args.v);
-      producer<T, kBlockMask>(p, args, sm);
+      if constexpr (T::kDescribed) {
+        producer_described<T, kBlockMask>(p, args, sm);
+      } else {
+        producer<T, kBlockMask>(p, args, sm);
+      }
     }
   } else {
     sm90::setmaxnreg_inc<T::kConsumerRegs>();
@@ -810,21 +993,51 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
     if constexpr (T::kPingPong) {
       if (wg == T::kConsumers - 1) sm90::named_barrier_arrive(sm90_detail::kTurnBarrier, 256);
     }
-    const TileOrder order(p, T::kBlockM, args.section_heads);
-    int done = 0;
-    order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
-      const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, true);
-      if (blk.empty()) return;
+    const auto run_tile = [&](const Sm90Block<kBlockMask>& blk, int done) {
       c.mark(kEvTileBegin);
       c.reset();
       c.start_tile(blk);
-      sm90::mbarrier_wait(sm.q_full(), done & 1);
+      c.qb = done % T::kQBuffers;
+      sm90::mbarrier_wait(sm.q_full(c.qb), (done / T::kQBuffers) & 1);
       c.mark(kEvQReady);
       c.mainloop(blk);
-      c.epilogue(args, blk, h, b);
+      c.epilogue(args, blk, blk.h, blk.b);
       c.mark(kEvEpilogue);
-      ++done;
-    });
+    };
+    if constexpr (T::kDescribed) {
+      // The query tiles as the producer describes them, a tile ahead.
+#pragma unroll 1
+      for (int done = 0;; ++done) {
+        const int slot = done & 1;
+        sm90::mbarrier_wait(sm.desc_full(slot), (done >> 1) & 1);
+        // Lane 0 of each warp reads the descriptor and releases the slot (a
+        // release covers the arriving thread's own reads), then hands the
+        // fields to its warp.
+        int4 d[6] = {};
+        if ((threadIdx.x & 31) == 0) {
+#pragma unroll
+          for (int k = 0; k < 6; ++k) d[k] = ld_shared_v4(sm.desc(slot) + 16 * k);
+          sm90::mbarrier_arrive(sm.desc_empty(slot));
+        }
+#pragma unroll
+        for (int k = 0; k < 6; ++k) {
+          d[k].x = __shfl_sync(0xffffffffu, d[k].x, 0);
+          d[k].y = __shfl_sync(0xffffffffu, d[k].y, 0);
+          d[k].z = __shfl_sync(0xffffffffu, d[k].z, 0);
+          d[k].w = __shfl_sync(0xffffffffu, d[k].w, 0);
+        }
+        if (d[1].w < 0) break;
+        run_tile(Sm90Block<kBlockMask>(p, d), done);
+      }
+    } else {
+      const TileOrder order(p, T::kBlockM, args.section_heads);
+      int done = 0;
+      order.for_each_tile(p.heads_q, [&](int m_block, int h, int b) {
+        const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, true);
+        if (blk.empty()) return;
+        run_tile(blk, done++);
+      });
+    }
     if constexpr (T::kPingPong) {
       if (wg == 0) sm90::named_barrier_sync(sm90_detail::kTurnBarrier, 256);
     }

@@ -111,6 +111,8 @@ constexpr FwdTileConfig sm90_tile_config(int head_dim) {
 // rows of the H100 grid against one block of 128 x 128 keys. 104 registers
 // per consumer thread leave no room for a second tile's scores, so these
 // run without the intra-warpgroup overlap.
+// The other head dims keep their tiles there (the short-rows kernels differ
+// in how a tile is set up, Sm90Traits::kDescribed).
 constexpr FwdTileConfig sm90_short_rows_tile_config(int head_dim) {
   return head_dim == 64 ? FwdTileConfig{128, 64, 12, 3, false, 2} : sm90_tile_config(head_dim);
 }

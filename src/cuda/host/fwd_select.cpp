@@ -61,12 +61,16 @@ double mean_keys_per_row(const AttentionParams& p) {
   return keys / kSamples;
 }
 
-// sm90 d = 64: three consumer warpgroups (192-row tiles) pay off once a row
-// sees about 1024 keys; below that, where a query tile has a handful of key
-// tiles, two blocks per SM of 128 x 64 tiles (sm90_short_rows_tile_config)
-// were faster on an H100 (docs/perf/hopper-h100.md).
+// sm90, rows that see few keys, where a query tile has a handful of key
+// tiles and its start and end weigh as much as its mainloop: the short-rows
+// kernels (sm90_short_rows_tile_config, Sm90Traits::kDescribed). At d = 64
+// three consumer warpgroups (192-row tiles) pay off once a row sees about
+// 1024 keys, and below that two blocks per SM of 128 x 64 tiles were faster;
+// at the other head dims the described kernel gained 1-3% up to 1024 keys a
+// row and lost 1-3% from 4096 on an H100 (docs/perf/hopper-h100.md).
 bool sm90_short_rows(const AttentionParams& p, int head_dim) {
-  return head_dim == 64 && mean_keys_per_row(p) < 1024;
+  const double keys = mean_keys_per_row(p);
+  return head_dim == 64 ? keys < 1024 : keys <= 1024;
 }
 
 Status check_sm90(int capability, bool sm90a_code, const AttentionParams& p) {

@@ -20,9 +20,10 @@ struct FwdChoice {
   //   8.0's 164 KiB hold one such block plus its reserved KiB, not two (4
   //   warps where the 64-key shape runs 8), and 8.6 / 8.9 keep the shape
   //   they ran before: the 128-key tile was measured on 9.0 alone.
-  // - sm90 path, d = 64, rows that see fewer than about 1024 keys on average:
-  //   the short-rows table's (sm90_short_rows_tile_config): two blocks
-  //   per SM of 128 rows x 64 keys instead of one of 192 x 128.
+  // - sm90 path, rows that see about 1024 keys or fewer on average: the
+  //   short-rows kernels (sm90_short_rows_tile_config, Sm90Traits::
+  //   kDescribed); at d = 64 two blocks per SM of 128 rows x 64 keys
+  //   instead of one of 192 x 128.
   bool variant_tiles = false;
 };
 
