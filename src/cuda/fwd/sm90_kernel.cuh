@@ -364,8 +364,46 @@ __device__ __forceinline__ int4 ld_shared_v4(uint32_t addr) {
   return v;
 }
 
-// The producer: one thread issues every copy. `kv` counts the K/V tiles
-// loaded so far over all query tiles, which fixes ring stage and phase.
+// The producer's copies. Q of a query tile into its buffer, once the
+// consumers' last Q K^T of the tile that used the buffer before has ended
+// (`use` counts the query tiles loaded so far).
+template <class T, class Mark>
+__device__ __forceinline__ void issue_q(const Smem<T>& sm, const Sm90Args& args, int use, int row,
+                                        int h, int map_b, Mark&& mark) {
+  const int qb = use % T::kQBuffers;
+  sm90::mbarrier_wait(sm.q_empty(qb), ((use / T::kQBuffers) & 1) ^ 1);
+  mark(kEvProducerQ);
+  sm90::mbarrier_arrive_expect_tx(sm.q_full(qb), T::kQBytes);
+#pragma unroll
+  for (int c = 0; c < T::kColBlocks; ++c)
+    sm90::tma_load_4d(sm.q_tile(qb) + c * T::kQBlockBytes, &args.q, sm.q_full(qb), 64 * c, row, h,
+                      map_b);
+}
+
+// The kv-th K/V tile (counted over all query tiles, which fixes ring stage
+// and phase), from key row `row` of KV head hk, once its slots are free.
+template <class T, class Mark>
+__device__ __forceinline__ void issue_kv(const Smem<T>& sm, const Sm90Args& args, int kv, int row,
+                                         int hk, int map_b, Mark&& mark) {
+  const int stage = kv % T::kStages;
+  const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
+  sm90::mbarrier_wait(sm.k_empty(stage), parity);
+  mark(kEvProducerK);
+  sm90::mbarrier_arrive_expect_tx(sm.k_full(stage), T::kKVTileBytes);
+#pragma unroll
+  for (int c = 0; c < T::kColBlocks; ++c)
+    sm90::tma_load_4d(sm.k_tile(stage) + c * T::kKVBlockBytes, &args.k, sm.k_full(stage), 64 * c,
+                      row, hk, map_b);
+  sm90::mbarrier_wait(sm.v_empty(stage), parity);
+  mark(kEvProducerV);
+  sm90::mbarrier_arrive_expect_tx(sm.v_full(stage), T::kKVTileBytes);
+#pragma unroll
+  for (int c = 0; c < T::kColBlocks; ++c)
+    sm90::tma_load_4d(sm.v_tile(stage) + c * T::kKVBlockBytes, &args.v, sm.v_full(stage), 64 * c,
+                      row, hk, map_b);
+}
+
+// The producer: one thread issues every copy.
 template <class T, bool kBlockMask>
 __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& args,
                                          const Smem<T>& sm) {
@@ -378,34 +416,11 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
     const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, false);
     if (blk.empty()) return;
     const int hk = h / p.group_size;
-    // Q of the previous tile is free once both consumers' last Q K^T ended.
-    sm90::mbarrier_wait(sm.q_empty(0), (done & 1) ^ 1);
-    mark(kEvProducerQ);
-    sm90::mbarrier_arrive_expect_tx(sm.q_full(0), T::kQBytes);
-#pragma unroll
-    for (int c = 0; c < T::kColBlocks; ++c)
-      sm90::tma_load_4d(sm.q_tile(0) + c * T::kQBlockBytes, &args.q, sm.q_full(0), 64 * c,
-                        blk.q_row, h, blk.map_b);
+    issue_q(sm, args, done, blk.q_row, h, blk.map_b, mark);
     const int n_tiles = blk.key_tiles();
     for (int it = 0; it < n_tiles; ++it, ++kv) {
       const int nb = blk.tile(it, p, T::kBlockN);
-      const int stage = kv % T::kStages;
-      const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
-      const int row = blk.k_row + nb * T::kBlockN;
-      sm90::mbarrier_wait(sm.k_empty(stage), parity);
-      mark(kEvProducerK);
-      sm90::mbarrier_arrive_expect_tx(sm.k_full(stage), T::kKVTileBytes);
-#pragma unroll
-      for (int c = 0; c < T::kColBlocks; ++c)
-        sm90::tma_load_4d(sm.k_tile(stage) + c * T::kKVBlockBytes, &args.k, sm.k_full(stage),
-                          64 * c, row, hk, blk.map_b);
-      sm90::mbarrier_wait(sm.v_empty(stage), parity);
-      mark(kEvProducerV);
-      sm90::mbarrier_arrive_expect_tx(sm.v_full(stage), T::kKVTileBytes);
-#pragma unroll
-      for (int c = 0; c < T::kColBlocks; ++c)
-        sm90::tma_load_4d(sm.v_tile(stage) + c * T::kKVBlockBytes, &args.v, sm.v_full(stage),
-                          64 * c, row, hk, blk.map_b);
+      issue_kv(sm, args, kv, blk.k_row + nb * T::kBlockN, hk, blk.map_b, mark);
     }
     ++done;
   });
@@ -457,38 +472,13 @@ __device__ __forceinline__ void producer_described(const FwdParams& p, const Sm9
     TileSeq seq;
     seq.count = n_tiles;
     seq.offset = ld_shared_v4(sm.desc(slot) + 32).x;
-    // Q of the tile before last is free once both consumers' last Q K^T of
-    // it ended.
-    const int qb = done % T::kQBuffers;
-    sm90::mbarrier_wait(sm.q_empty(qb), ((done / T::kQBuffers) & 1) ^ 1);
-    mark(kEvProducerQ);
-    sm90::mbarrier_arrive_expect_tx(sm.q_full(qb), T::kQBytes);
-#pragma unroll
-    for (int c = 0; c < T::kColBlocks; ++c)
-      sm90::tma_load_4d(sm.q_tile(qb) + c * T::kQBlockBytes, &args.q, sm.q_full(qb), 64 * c,
-                        d0.x, d0.w, d0.z);
+    // (Q of the tile before last: with two buffers, Q waits one tile less.)
+    issue_q(sm, args, done, d0.x, d0.w, d0.z, mark);
     if (n_tiles == 0) describe(done + 1);
     for (int it = 0; it < n_tiles; ++it, ++kv) {
-      const int hk = d1.x, map_b = d0.z;
       const int nb =
           seq.at(n_tiles - 1 - it, bm, block_row(bm, d1.y, d0.w, d1.z), log2_of(T::kBlockN));
-      const int stage = kv % T::kStages;
-      const uint32_t parity = ((kv / T::kStages) & 1) ^ 1;
-      const int row = d0.y + nb * T::kBlockN;
-      sm90::mbarrier_wait(sm.k_empty(stage), parity);
-      mark(kEvProducerK);
-      sm90::mbarrier_arrive_expect_tx(sm.k_full(stage), T::kKVTileBytes);
-#pragma unroll
-      for (int c = 0; c < T::kColBlocks; ++c)
-        sm90::tma_load_4d(sm.k_tile(stage) + c * T::kKVBlockBytes, &args.k, sm.k_full(stage),
-                          64 * c, row, hk, map_b);
-      sm90::mbarrier_wait(sm.v_empty(stage), parity);
-      mark(kEvProducerV);
-      sm90::mbarrier_arrive_expect_tx(sm.v_full(stage), T::kKVTileBytes);
-#pragma unroll
-      for (int c = 0; c < T::kColBlocks; ++c)
-        sm90::tma_load_4d(sm.v_tile(stage) + c * T::kKVBlockBytes, &args.v, sm.v_full(stage),
-                          64 * c, row, hk, map_b);
+      issue_kv(sm, args, kv, d0.y + nb * T::kBlockN, d1.x, d0.z, mark);
       // The next tile, worked out while this one's later slots are awaited.
       if (it == 0) describe(done + 1);
     }
