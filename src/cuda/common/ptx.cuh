@@ -56,8 +56,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(addr));
 }
 
-// 2^x on the SFU (max relative error 2^-22); ex2(-inf) = +0, which the
-// softmax relies on for masked scores.
 // Two 32-bit words at a shared-memory address (8-byte aligned). Through a
 // 32-bit shared address rather than a generic pointer, which the kernels
 // would otherwise hold in two registers through their mainloop.
@@ -68,6 +66,20 @@ __device__ __forceinline__ int2 ld_shared_v2(uint32_t addr) {
 }
 __device__ __forceinline__ void st_shared_v2(uint32_t addr, int2 v) {
   asm volatile("st.shared.v2.s32 [%0], {%1, %2};\n" ::"r"(addr), "r"(v.x), "r"(v.y) : "memory");
+}
+// Four words (16-byte aligned).
+__device__ __forceinline__ int4 ld_shared_v4(uint32_t addr) {
+  int4 v;
+  asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_shared_v4(uint32_t addr, int4 v) {
+  asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(v.x), "r"(v.y),
+               "r"(v.z), "r"(v.w)
+               : "memory");
 }
 
 // 64 bits at an 8-byte aligned shared address. The load is volatile, so the
@@ -83,6 +95,8 @@ __device__ __forceinline__ void st_shared_u64(uint32_t addr, uint64_t v) {
   asm volatile("st.shared.u64 [%0], %1;\n" ::"r"(addr), "l"(v) : "memory");
 }
 
+// 2^x on the SFU (max relative error 2^-22); ex2(-inf) = +0, which the
+// softmax relies on for masked scores.
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));

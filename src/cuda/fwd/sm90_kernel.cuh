@@ -84,17 +84,19 @@ struct Sm90Traits {
   // A block's share of the SM's 228 KiB, less 1 KiB reserved per block.
   static constexpr int kSmemLimit =
       kBlocksPerSm == 1 ? 227 * 1024 : 228 * 1024 / kBlocksPerSm - 1024;
+  // Barriers: a full and an empty one per Q buffer and per K and V stage;
+  // kDescribed adds two tile descriptors with theirs.
+  static constexpr int kDescriptorBytes = 96;  // Sm90Block::kDescWords x 16
+  static constexpr int kRingBarrierBytes =
+      8 * 4 * kStages + (kDescribed ? 2 * (16 + kDescriptorBytes) : 0);
   // Q buffers: two (kDescribed) where they fit beside the K/V ring, the
-  // barriers and descriptors, and a separate O buffer.
-  static constexpr int kQBuffers =
-      kDescribed && 3 * kQBytes + 2 * kStages * kKVTileBytes + 8 * (8 + 4 * kStages) + 2 * 96 +
-                            1024 <=
-                        kSmemLimit
-          ? 2
-          : 1;
-  // + the two tile descriptors and their barriers.
-  static constexpr int kBarrierBytes =
-      8 * (2 * kQBuffers + 4 * kStages) + (kDescribed ? 8 * 4 + 2 * 96 : 0);
+  // barriers and a separate O buffer.
+  static constexpr int kQBuffers = kDescribed && 3 * kQBytes + 2 * kStages * kKVTileBytes +
+                                                         16 * 2 + kRingBarrierBytes + 1024 <=
+                                                     kSmemLimit
+                                       ? 2
+                                       : 1;
+  static constexpr int kBarrierBytes = 16 * kQBuffers + kRingBarrierBytes;
   // O is staged for its store in a buffer of its own where shared memory
   // allows (then the next tile's Q can land during the epilogue), else in
   // the Q tile.
@@ -198,7 +200,7 @@ struct Smem {
   __device__ __forceinline__ uint32_t v_empty(int s) const {
     return bar + 8 * (kQB + 3 * T::kStages + s);
   }
-  // The two tile descriptors (96 bytes each) and their barriers.
+  // The two tile descriptors and their barriers.
   __device__ __forceinline__ uint32_t desc_full(int i) const {
     return bar + 8 * (kQB + 4 * T::kStages + i);
   }
@@ -206,7 +208,7 @@ struct Smem {
     return bar + 8 * (kQB + 4 * T::kStages + 2 + i);
   }
   __device__ __forceinline__ uint32_t desc(int i) const {
-    return bar + 8 * (kQB + 4 * T::kStages + 4) + 96 * i;
+    return bar + 8 * (kQB + 4 * T::kStages + 4) + T::kDescriptorBytes * i;
   }
   __device__ __forceinline__ uint32_t k_tile(int s) const { return k + s * T::kKVTileBytes; }
   __device__ __forceinline__ uint32_t v_tile(int s) const { return v + s * T::kKVTileBytes; }
@@ -228,6 +230,16 @@ struct TileOrder {
         heads_batch(p.heads_q * p.batch),
         section(section_heads) {}
 
+  // Pair i of the order: its rank (its tiles are rank and tiles_m - 1 -
+  // rank) and its (head, sequence) index hb.
+  __device__ __forceinline__ void pair(int i, int* rank, int* hb) const {
+    const int first = i / (pairs_m * section) * section;
+    const int within = i - first * pairs_m;
+    const int width = min(section, heads_batch - first);
+    *rank = within / width;
+    *hb = first + within % width;
+  }
+
   // The same order one tile at a time: the pair index (first blockIdx.x)
   // and the tile within the pair.
   struct Cursor {
@@ -237,10 +249,8 @@ struct TileOrder {
     const int count = pairs_m * heads_batch;
 #pragma unroll 1
     for (; c.i < count; c.i += gridDim.x, c.j = 0) {
-      const int first = c.i / (pairs_m * section) * section;
-      const int within = c.i - first * pairs_m;
-      const int width = min(section, heads_batch - first);
-      const int rank = within / width, hb = first + within % width;
+      int rank, hb;
+      pair(c.i, &rank, &hb);
       const int last = tiles_m - 1 - rank;
       if (c.j < (rank == last ? 1 : 2)) {
         *m_block = c.j == 0 ? last : rank;
@@ -258,10 +268,8 @@ struct TileOrder {
   __device__ __forceinline__ void for_each_tile(int heads, F&& f) const {
     const int count = pairs_m * heads_batch;
     for (int i = blockIdx.x; i < count; i += gridDim.x) {
-      const int first = i / (pairs_m * section) * section;
-      const int within = i - first * pairs_m;
-      const int width = min(section, heads_batch - first);
-      const int rank = within / width, hb = first + within % width;
+      int rank, hb;
+      pair(i, &rank, &hb);
       // One call site, so that the tile's code is inlined once: two (one
       // per tile of the pair) doubled the kernel to 137 KB, and the second
       // copy's tile starts and epilogues stalled on instruction fetch.
@@ -315,8 +323,28 @@ struct Sm90Block {
         h(h_),
         b(b_) {}
 
-  // From a tile descriptor (see producer_described).
-  __device__ __forceinline__ Sm90Block(const FwdParams& p, const int4 (&d)[6])
+  // As a tile descriptor (producer_described): six 16-byte words at `at`
+  // in shared memory, with the KV head hk; count < 0 marks the end.
+  static constexpr int kDescWords = 6;
+  __device__ __forceinline__ void describe(uint32_t at, int hk) const {
+    st_shared_v4(at, int4{q_row, k_row, map_b, h});
+    st_shared_v4(at + 16, int4{hk, b, m0, seq.count});
+    st_shared_v4(at + 32, int4{seq.offset, lq, lk, tiles.begin});
+    st_shared_v4(at + 48, int4{tiles.end, tiles.full_begin, tiles.full_end, tiles.first_doc.id});
+    st_shared_v4(at + 64,
+                 int4{tiles.first_doc.lo, tiles.first_doc.hi, tiles.last_doc.id, tiles.last_doc.lo});
+    st_shared_v4(at + 80, int4{tiles.last_doc.hi, 0, 0, 0});
+  }
+  static __device__ __forceinline__ void describe_end(uint32_t at) {
+    st_shared_v4(at + 16, int4{0, 0, 0, -1});
+  }
+  static __device__ __forceinline__ int descriptor_count(const int4 (&d)[kDescWords]) {
+    return d[1].w;
+  }
+  static __device__ __forceinline__ int descriptor_hk(const int4 (&d)[kDescWords]) {
+    return d[1].x;
+  }
+  __device__ __forceinline__ Sm90Block(const FwdParams& p, const int4 (&d)[kDescWords])
       : lq(d[2].y), lk(d[2].z), m0(d[1].z), q_row(d[0].x), k_row(d[0].y), map_b(d[0].z),
         mask(p, d[1].y), h(d[0].w), b(d[1].y) {
     tiles.begin = d[2].w;
@@ -342,27 +370,6 @@ struct Sm90Block {
     return seq.at(seq.count - 1 - it, bm, block_row(bm, b, h, m0), log2_of(block_n));
   }
 };
-
-// What the producer needs of a query tile (Sm90Block's fields), worked out
-// a tile ahead and kept in shared memory: the producer then issues a tile's
-// first copies as soon as their buffers free, and works out the next tile
-// while it waits for ring slots, instead of spending about 2,000 cycles of
-// integer work between the last copy of one tile and the first of the next.
-// Shared memory rather than registers: the producer has 24. count < 0: no
-// more tiles.
-__device__ __forceinline__ void st_shared_v4(uint32_t addr, int a, int b, int c, int d) {
-  asm volatile("st.shared.v4.s32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c),
-               "r"(d)
-               : "memory");
-}
-__device__ __forceinline__ int4 ld_shared_v4(uint32_t addr) {
-  int4 v;
-  asm volatile("ld.shared.v4.s32 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(addr)
-               : "memory");
-  return v;
-}
 
 // The producer's copies. Q of a query tile into its buffer, once the
 // consumers' last Q K^T of the tile that used the buffer before has ended
@@ -427,11 +434,15 @@ __device__ __forceinline__ void producer(const FwdParams& p, const Sm90Args& arg
 }
 
 // The producer of the short-rows kernels (kDescribed): as producer, with
-// each query tile worked out a tile ahead (describe) and handed over in a
-// descriptor.
+// each query tile worked out a tile ahead (describe), while the producer
+// waits for ring slots, and kept in one of two descriptors in shared memory
+// (the producer has 24 registers), which the consumers read too. Without
+// it, about 2,000 cycles of integer work sat between the last copy of one
+// tile and the first of the next.
 template <class T, bool kBlockMask>
 __device__ __forceinline__ void producer_described(const FwdParams& p, const Sm90Args& args,
                                                    const Smem<T>& sm) {
+  static_assert(16 * Sm90Block<kBlockMask>::kDescWords == T::kDescriptorBytes);
   const TileOrder order(p, T::kBlockM, args.section_heads);
   int kv = 0, trace_n = 0;
   const auto mark = [&](Sm90Event e) {
@@ -450,35 +461,26 @@ __device__ __forceinline__ void producer_described(const FwdParams& p, const Sm9
       const Sm90Block<kBlockMask> blk(p, m_block, T::kBlockM, T::kBlockN, h, b, false);
       if (blk.empty()) continue;
       found = true;
-      st_shared_v4(at, blk.q_row, blk.k_row, blk.map_b, h);
-      st_shared_v4(at + 16, h / p.group_size, b, blk.m0, blk.seq.count);
-      st_shared_v4(at + 32, blk.seq.offset, blk.lq, blk.lk, blk.tiles.begin);
-      st_shared_v4(at + 48, blk.tiles.end, blk.tiles.full_begin, blk.tiles.full_end,
-                   blk.tiles.first_doc.id);
-      st_shared_v4(at + 64, blk.tiles.first_doc.lo, blk.tiles.first_doc.hi,
-                   blk.tiles.last_doc.id, blk.tiles.last_doc.lo);
-      st_shared_v4(at + 80, blk.tiles.last_doc.hi, 0, 0, 0);
+      blk.describe(at, h / p.group_size);
     }
-    if (!found) st_shared_v4(at + 16, 0, 0, 0, -1);
+    if (!found) Sm90Block<kBlockMask>::describe_end(at);
     sm90::mbarrier_arrive(sm.desc_full(slot));
   };
-  const BlockMaskView bm = block_mask_of<kBlockMask>(p, T::kBlockN);
   describe(0);
   for (int done = 0;; ++done) {
-    const int slot = done & 1;
-    const int4 d0 = ld_shared_v4(sm.desc(slot)), d1 = ld_shared_v4(sm.desc(slot) + 16);
-    const int n_tiles = d1.w;
-    if (n_tiles < 0) break;
-    TileSeq seq;
-    seq.count = n_tiles;
-    seq.offset = ld_shared_v4(sm.desc(slot) + 32).x;
+    int4 d[Sm90Block<kBlockMask>::kDescWords];
+#pragma unroll
+    for (int k = 0; k < Sm90Block<kBlockMask>::kDescWords; ++k)
+      d[k] = ld_shared_v4(sm.desc(done & 1) + 16 * k);
+    if (Sm90Block<kBlockMask>::descriptor_count(d) < 0) break;
+    const Sm90Block<kBlockMask> blk(p, d);
+    const int n_tiles = blk.key_tiles(), hk = Sm90Block<kBlockMask>::descriptor_hk(d);
     // (Q of the tile before last: with two buffers, Q waits one tile less.)
-    issue_q(sm, args, done, d0.x, d0.w, d0.z, mark);
+    issue_q(sm, args, done, blk.q_row, blk.h, blk.map_b, mark);
     if (n_tiles == 0) describe(done + 1);
     for (int it = 0; it < n_tiles; ++it, ++kv) {
-      const int nb =
-          seq.at(n_tiles - 1 - it, bm, block_row(bm, d1.y, d0.w, d1.z), log2_of(T::kBlockN));
-      issue_kv(sm, args, kv, d0.y + nb * T::kBlockN, d1.x, d0.z, mark);
+      const int nb = blk.tile(it, p, T::kBlockN);
+      issue_kv(sm, args, kv, blk.k_row + nb * T::kBlockN, hk, blk.map_b, mark);
       // The next tile, worked out while this one's later slots are awaited.
       if (it == 0) describe(done + 1);
     }
@@ -950,7 +952,6 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
       sm90::mbarrier_init(sm.desc_full(i), 1);
       sm90::mbarrier_init(sm.desc_empty(i), 4 * T::kConsumers);
     }
-
     for (int s = 0; s < T::kStages; ++s) {
       sm90::mbarrier_init(sm.k_full(s), 1);
       sm90::mbarrier_init(sm.v_full(s), 1);
@@ -1003,20 +1004,21 @@ __device__ __forceinline__ void flash_fwd_sm90_body(const FwdParams& p, const Sm
         // Lane 0 of each warp reads the descriptor and releases the slot (a
         // release covers the arriving thread's own reads), then hands the
         // fields to its warp.
-        int4 d[6] = {};
+        int4 d[Sm90Block<kBlockMask>::kDescWords] = {};
         if ((threadIdx.x & 31) == 0) {
 #pragma unroll
-          for (int k = 0; k < 6; ++k) d[k] = ld_shared_v4(sm.desc(slot) + 16 * k);
+          for (int k = 0; k < Sm90Block<kBlockMask>::kDescWords; ++k)
+            d[k] = ld_shared_v4(sm.desc(slot) + 16 * k);
           sm90::mbarrier_arrive(sm.desc_empty(slot));
         }
 #pragma unroll
-        for (int k = 0; k < 6; ++k) {
+        for (int k = 0; k < Sm90Block<kBlockMask>::kDescWords; ++k) {
           d[k].x = __shfl_sync(0xffffffffu, d[k].x, 0);
           d[k].y = __shfl_sync(0xffffffffu, d[k].y, 0);
           d[k].z = __shfl_sync(0xffffffffu, d[k].z, 0);
           d[k].w = __shfl_sync(0xffffffffu, d[k].w, 0);
         }
-        if (d[1].w < 0) break;
+        if (Sm90Block<kBlockMask>::descriptor_count(d) < 0) break;
         run_tile(Sm90Block<kBlockMask>(p, d), done);
       }
     } else {
