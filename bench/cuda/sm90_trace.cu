@@ -156,9 +156,11 @@ int main(int argc, char** argv) {
   const cudaDeviceProp prop = fastattn::bench::sm90_device_or_exit("sm90_trace");
   std::printf("%s\n", prop.name);
   int rc;
-  if (d == 128) rc = run<fc::DefaultSm90Traits<__half, 128>>(len, causal, csv);
-  else if (short_rows) rc = run<fc::DefaultSm90ShortRowsTraits<__half, 64>>(len, causal, csv);
-  else rc = run<fc::DefaultSm90Traits<__half, 64>>(len, causal, csv);
+  using fc::DefaultSm90ShortRowsTraits, fc::DefaultSm90Traits;
+  if (d == 128 && short_rows) rc = run<DefaultSm90ShortRowsTraits<__half, 128>>(len, causal, csv);
+  else if (d == 128) rc = run<DefaultSm90Traits<__half, 128>>(len, causal, csv);
+  else if (short_rows) rc = run<DefaultSm90ShortRowsTraits<__half, 64>>(len, causal, csv);
+  else rc = run<DefaultSm90Traits<__half, 64>>(len, causal, csv);
   if (csv) std::fclose(csv);
   return rc;
 }
