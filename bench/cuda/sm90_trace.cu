@@ -48,7 +48,8 @@ struct Traced : Base {
 
 const char* const kEventNames[fc::kEvCount] = {
     "tile begin", "Q ready", "K ready", "turn", "MMAs issued", "S done",
-    "softmax done", "PV done", "O stored", "P: Q issued", "P: K issued", "P: V issued"};
+    "softmax done", "PV done", "O stored", "O buffer free", "O staged",
+    "P: Q issued", "P: K issued", "P: V issued"};
 
 
 

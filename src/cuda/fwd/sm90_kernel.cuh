@@ -139,6 +139,8 @@ enum Sm90Event : int {
   kEvSoftmax,       // consumer: softmax done
   kEvPv,            // consumer: O += P V complete
   kEvEpilogue,      // consumer: O stored (TMA store issued)
+  kEvOBufferFree,   // consumer: epilogue, the O buffer is free (previous store read)
+  kEvOStaged,       // consumer: epilogue, O normalised and staged in shared memory
   kEvProducerQ,     // producer: the Q buffer is free, Q issued
   kEvProducerK,     // producer: a K slot is free, K issued
   kEvProducerV,     // producer: a V slot is free, V issued
@@ -872,6 +874,7 @@ struct Consumer {
     // (the issuing thread waits), or every thread has copied its part out.
     if (stored && wtid == 0) sm90::tma_store_wait_read();
     epilogue_barrier();
+    mark(kEvOBufferFree);
 #pragma unroll
     for (int i = 0; i < kO; i += 2) {
       const int r = (i >> 1) & 1, row = row0 + 8 * r, col = 8 * (i >> 2) + 2 * t;
@@ -882,6 +885,7 @@ struct Consumer {
     }
     if (tma_store) sm90::fence_proxy_async_shared();
     epilogue_barrier();
+    mark(kEvOStaged);
 
     if (tma_store) {
       if (wtid == 0) {
