@@ -5,6 +5,11 @@
 //   r<W>s<S>       cp.async into a per-warp ring of S stages of 16-key tiles,
 //                  W warps (the tensor-core decode kernel's copy); "perm":
 //                  the 16-key pages of each sequence in a random order
+//   rows8s<S>      the same rings with a block's 8 warps on 8 neighbouring
+//                  heads of one key range (whole [key][head] rows when
+//                  Hkv = 8), the keys split 8 times finer so the block count
+//                  stays; "sync": a block barrier a tile keeps the warps on
+//                  the same tile
 //   ldg            ld.global.cs (__ldcs) into registers, two tiles per warp
 //                  in flight
 //   tma<T>x<S>     cp.async.bulk.tensor boxes of T keys, one producer thread
@@ -134,6 +139,64 @@ __global__ void __launch_bounds__(kWarps * 32)
     fc::cp_async_wait<kStages - 1>();
     // The wait covers this lane's copies only; the word read below is
     // another lane's.
+    __syncwarp();
+    acc ^= *reinterpret_cast<const unsigned*>(my_ring + (i % kStages) * kRingStageBytes +
+                                              lane * 128);
+  }
+  keep_alive(acc, sink);
+}
+
+// The same per-warp rings with the warps of a block on kWarps neighbouring
+// heads of one key range instead of one head's tiles: warp w reads head
+// h0 + w, and all warps walk the range's 16-key tiles in the same order, so
+// that a block reads whole [key][heads] rows (all heads of a key when
+// Hkv == kWarps). Grid: (splits * kWarps, Hkv / kWarps, B), the same block
+// count as the per-head mapping; kSync adds a block barrier a tile.
+template <int kWarps, int kStages, bool kSync>
+__global__ void __launch_bounds__(kWarps * 32)
+    row_ring_read_kernel(const uint16_t* k, const uint16_t* v, Shape s, unsigned* sink) {
+  extern __shared__ __align__(16) unsigned char ring_smem[];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int h = blockIdx.y * kWarps + warp, b = blockIdx.z;
+  Shape wide = s;
+  wide.splits = s.splits * kWarps;
+  int k0, k1;
+  split_range(wide, blockIdx.x, k0, k1);
+  const int t0 = k0 / kTileKeys, t1 = (k1 + kTileKeys - 1) / kTileKeys;
+  const int tiles = t1 - t0;
+  const unsigned char* my_ring = ring_smem + warp * kStages * kRingStageBytes;
+  const uint32_t ring = fc::smem_addr(my_ring);
+  const int chunk = lane % 16, row0 = lane / 16;
+  const int64_t key_stride = int64_t(s.heads_kv) * kD;
+  const uint16_t* k_base = k + int64_t(h) * kD + chunk * 8;
+  const uint16_t* v_base = v + int64_t(h) * kD + chunk * 8;
+  auto issue = [&](int i) {
+    const int64_t first = int64_t(b) * s.keys + int64_t(t0 + i) * kTileKeys;
+    const uint32_t stage = ring + (i % kStages) * kRingStageBytes;
+#pragma unroll
+    for (int pass = 0; pass < 8; ++pass) {
+      const int r = row0 + 2 * pass;
+      const int64_t key = first + r;
+      const uint32_t at = fc::swizzled_offset<kD / 8>(r, chunk);
+      fc::cp_async_16(stage + at, k_base + key * key_stride, true);
+      fc::cp_async_16(stage + kTileBytes + at, v_base + key * key_stride, true);
+    }
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < tiles) issue(i);
+    fc::cp_async_commit();
+  }
+  unsigned acc = 0;
+  for (int i = 0; i < tiles; ++i) {
+    if constexpr (kSync) {
+      __syncthreads();
+    } else {
+      __syncwarp();
+    }
+    if (i + kStages - 1 < tiles) issue(i + kStages - 1);
+    fc::cp_async_commit();
+    fc::cp_async_wait<kStages - 1>();
     __syncwarp();
     acc ^= *reinterpret_cast<const unsigned*>(my_ring + (i % kStages) * kRingStageBytes +
                                               lane * 128);
@@ -371,6 +434,16 @@ cudaError_t launch_ring(const Buffers& buf, const Shape& s, bool paged) {
   return cudaGetLastError();
 }
 
+template <int kWarps, int kStages, bool kSync>
+cudaError_t launch_row_ring(const Buffers& buf, const Shape& s) {
+  constexpr int kSmem = kRingSmemBytes<kWarps, kStages>;
+  if (s.heads_kv % kWarps != 0) return cudaErrorInvalidValue;
+  const dim3 grid(s.splits * kWarps, s.heads_kv / kWarps, s.batch);
+  row_ring_read_kernel<kWarps, kStages, kSync><<<grid, kWarps * 32, kSmem>>>(buf.k, buf.v, s,
+                                                                          buf.sink);
+  return cudaGetLastError();
+}
+
 template <int kT, int kS>
 cudaError_t launch_tma(const CUtensorMap& k_map, const CUtensorMap& v_map, const Shape& s,
                        unsigned* sink) {
@@ -385,6 +458,9 @@ void allow_kernel_smem() {
   allow_smem(ring_read_kernel<8, 2>, kRingSmemBytes<8, 2>);
   allow_smem(ring_read_kernel<8, 3>, kRingSmemBytes<8, 3>);
   allow_smem(ring_read_kernel<4, 2>, kRingSmemBytes<4, 2>);
+  allow_smem(row_ring_read_kernel<8, 2, false>, kRingSmemBytes<8, 2>);
+  allow_smem(row_ring_read_kernel<8, 2, true>, kRingSmemBytes<8, 2>);
+  allow_smem(row_ring_read_kernel<8, 3, false>, kRingSmemBytes<8, 3>);
   allow_smem(tma_read_kernel<64, 4, kTmaConsumers>, kTmaSmemBytes<64, 4>);
   allow_smem(tma_read_kernel<64, 6, kTmaConsumers>, kTmaSmemBytes<64, 6>);
   allow_smem(tma_read_kernel<32, 8, kTmaConsumers>, kTmaSmemBytes<32, 8>);
@@ -422,6 +498,11 @@ void measure_shape(const Shape& s, const Buffers& buf, ColdTimer& timer) {
   show("r8s2", [&] { return launch_ring<8, 2>(buf, s, false); });
   show("r8s3", [&] { return launch_ring<8, 3>(buf, s, false); });
   show("r4s2", [&] { return launch_ring<4, 2>(buf, s, false); });
+  if (s.heads_kv % 8 == 0) {
+    show("rows8s2", [&] { return launch_row_ring<8, 2, false>(buf, s); });
+    show("rows8s2sync", [&] { return launch_row_ring<8, 2, true>(buf, s); });
+    show("rows8s3", [&] { return launch_row_ring<8, 3, false>(buf, s); });
+  }
   show("r8s2perm", [&] { return launch_ring<8, 2>(buf, s, true); });
   show("r4s2perm", [&] { return launch_ring<4, 2>(buf, s, true); });
   show("ldg", [&] {
