@@ -272,27 +272,61 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       }
     }
   };
+  // A whole tile inside the block's keys, from a contiguous cache or from
+  // one page (pages of 16k keys), is a base pointer and steps of
+  // kCopyRowsPerPass rows, with no per-row page, bounds or address
+  // arithmetic. That arithmetic was a third of the kernel's instructions
+  // (ncu at B = 16, Hkv = 8, 32K keys: 187 M executed, 64 M of them IMAD,
+  // against cuDNN's 74 M); without it the long rows ran 1-2.5% faster and
+  // batch 1 with 4K keys 6% on an H100.
+  const Elem* k_seq = k_base + int64_t(b) * p.k_page_stride;
+  const Elem* v_seq = v_base + int64_t(b) * p.v_page_stride;
+  const int64_t k_pass = int64_t(Traits::kCopyRowsPerPass) * p.k_row_stride;
+  const int64_t v_pass = int64_t(Traits::kCopyRowsPerPass) * p.v_row_stride;
+  const bool whole_tiles = chunk_live && (p.page_table == nullptr || tile_pages);
   auto issue = [&](int i) {
     const int tile = tile_of(i);
     const uint32_t stage = ring + (i % kStages) * Traits::kStageBytes;
-#pragma unroll
-    for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
-      const int r = copy_row0 + pass * Traits::kCopyRowsPerPass;
-      const int key = tile * kTileKeys + r;
-      const bool valid = chunk_live && key >= block_begin && key < block_end;
-      const int row =
-          p.page_table == nullptr ? key : key - int(p.page_size.div(key) * p.page_size.divisor);
-      const Elem* k_src = k_base;
-      const Elem* v_src = v_base;
-      if (valid) {
-        k_src += int64_t(next_page[pass]) * p.k_page_stride + int64_t(row) * p.k_row_stride;
-        v_src += int64_t(next_page[pass]) * p.v_page_stride + int64_t(row) * p.v_row_stride;
+    const int key0 = tile * kTileKeys;
+    if (whole_tiles && key0 >= block_begin && key0 + kTileKeys <= block_end) {
+      const Elem* k_src = k_seq;
+      const Elem* v_src = v_seq;
+      int row0 = key0 + copy_row0;
+      if (p.page_table != nullptr) {
+        k_src = k_base + int64_t(next_page[0]) * p.k_page_stride;
+        v_src = v_base + int64_t(next_page[0]) * p.v_page_stride;
+        row0 -= int(p.page_size.div(key0) * p.page_size.divisor);
       }
-      const uint32_t at = swizzled_offset<kRowChunks>(r, copy_chunk);
-      cp_async_16(stage + at, k_src, valid);
-      cp_async_16(stage + Traits::kTileBytes + at, v_src, valid);
+      k_src += int64_t(row0) * p.k_row_stride;
+      v_src += int64_t(row0) * p.v_row_stride;
+#pragma unroll
+      for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
+        const uint32_t at =
+            swizzled_offset<kRowChunks>(copy_row0 + pass * Traits::kCopyRowsPerPass, copy_chunk);
+        cp_async_16(stage + at, k_src + pass * k_pass, true);
+        cp_async_16(stage + Traits::kTileBytes + at, v_src + pass * v_pass, true);
+      }
+    } else {
+#pragma unroll
+      for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
+        const int r = copy_row0 + pass * Traits::kCopyRowsPerPass;
+        const int key = key0 + r;
+        const bool valid = chunk_live && key >= block_begin && key < block_end;
+        const int row =
+            p.page_table == nullptr ? key : key - int(p.page_size.div(key) * p.page_size.divisor);
+        const Elem* k_src = k_base;
+        const Elem* v_src = v_base;
+        if (valid) {
+          k_src += int64_t(next_page[pass]) * p.k_page_stride + int64_t(row) * p.k_row_stride;
+          v_src += int64_t(next_page[pass]) * p.v_page_stride + int64_t(row) * p.v_row_stride;
+        }
+        const uint32_t at = swizzled_offset<kRowChunks>(r, copy_chunk);
+        cp_async_16(stage + at, k_src, valid);
+        cp_async_16(stage + Traits::kTileBytes + at, v_src, valid);
+      }
     }
-    if (i + 1 < my_tiles) look_up(i + 1);
+    // A contiguous cache's page is the sequence, set once by look_up(0).
+    if (p.page_table != nullptr && i + 1 < my_tiles) look_up(i + 1);
   };
   if (my_tiles > 0) look_up(0);
 #pragma unroll
