@@ -279,8 +279,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // (ncu at B = 16, Hkv = 8, 32K keys: 187 M executed, 64 M of them IMAD,
   // against cuDNN's 74 M); without it the long rows ran 1-2.5% faster and
   // batch 1 with 4K keys 6% on an H100.
-  const Elem* k_seq = k_base + int64_t(b) * p.k_page_stride;
-  const Elem* v_seq = v_base + int64_t(b) * p.v_page_stride;
+  // Tiles are issued in order, kWarps tiles apart: a contiguous cache's next
+  // tile is one fixed step on.
+  const int64_t first_row = int64_t(tile_of(0)) * kTileKeys + copy_row0;
+  const Elem* k_next = k_base + int64_t(b) * p.k_page_stride + first_row * p.k_row_stride;
+  const Elem* v_next = v_base + int64_t(b) * p.v_page_stride + first_row * p.v_row_stride;
+  const int64_t k_step = int64_t(kWarps * kTileKeys) * p.k_row_stride;
+  const int64_t v_step = int64_t(kWarps * kTileKeys) * p.v_row_stride;
   const int64_t k_pass = int64_t(Traits::kCopyRowsPerPass) * p.k_row_stride;
   const int64_t v_pass = int64_t(Traits::kCopyRowsPerPass) * p.v_row_stride;
   const bool whole_tiles = chunk_live && (p.page_table == nullptr || tile_pages);
@@ -289,16 +294,13 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const uint32_t stage = ring + (i % kStages) * Traits::kStageBytes;
     const int key0 = tile * kTileKeys;
     if (whole_tiles && key0 >= block_begin && key0 + kTileKeys <= block_end) {
-      const Elem* k_src = k_seq;
-      const Elem* v_src = v_seq;
-      int row0 = key0 + copy_row0;
+      const Elem* k_src = k_next;
+      const Elem* v_src = v_next;
       if (p.page_table != nullptr) {
-        k_src = k_base + int64_t(next_page[0]) * p.k_page_stride;
-        v_src = v_base + int64_t(next_page[0]) * p.v_page_stride;
-        row0 -= int(p.page_size.div(key0) * p.page_size.divisor);
+        const int row0 = key0 + copy_row0 - int(p.page_size.div(key0) * p.page_size.divisor);
+        k_src = k_base + int64_t(next_page[0]) * p.k_page_stride + int64_t(row0) * p.k_row_stride;
+        v_src = v_base + int64_t(next_page[0]) * p.v_page_stride + int64_t(row0) * p.v_row_stride;
       }
-      k_src += int64_t(row0) * p.k_row_stride;
-      v_src += int64_t(row0) * p.v_row_stride;
 #pragma unroll
       for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
         const uint32_t at =
@@ -325,6 +327,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         cp_async_16(stage + Traits::kTileBytes + at, v_src, valid);
       }
     }
+    k_next += k_step;
+    v_next += v_step;
     // A contiguous cache's page is the sequence, set once by look_up(0).
     if (p.page_table != nullptr && i + 1 < my_tiles) look_up(i + 1);
   };
@@ -380,6 +384,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   for (int n = 0; n < kNTiles; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   float m[2] = {kNegInf, kNegInf}, l[2] = {0.f, 0.f};
 
+  const bool softcap = p.softcap > 0.f;
+  const float scale_log2 = p.scale_log2;
   for (int i = 0; i < my_tiles; ++i) {
     // The next copy goes into the stage tile i - 1 used, so it is issued as
     // soon as every lane is done reading that, before waiting for tile i:
@@ -414,6 +420,18 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 
     // Online softmax in base 2. Element e of n-tile j is key 8j + 2t + e%2
     // of row g (e < 2) or g + 8.
+    // The softcap test stays out of the per-score code (one branch a tile).
+    if (softcap) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] = decode_mma::score_log2(p, s[j][e]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[j][e] *= scale_log2;
+    }
     const bool needs_mask = key0 < full_begin || key0 + kTileKeys > full_end;
     float row_max[2] = {m[0], m[1]};
 #pragma unroll
@@ -421,7 +439,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int half = e / 2;
-        float x = decode_mma::score_log2(p, s[j][e]);
+        float x = s[j][e];
         if (needs_mask) {
           const int key = key0 + 8 * j + 2 * t + e % 2;
           if (key < own[half].begin || key >= own[half].end) x = kNegInf;
