@@ -568,21 +568,34 @@ struct Consumer {
   __device__ __forceinline__ void issue_qk(float (&s)[kS], int stage) const {
     const uint32_t q = sm.q_tile(qb) + wg * 64 * 128;
     const uint32_t k = sm.k_tile(stage);
+    const uint64_t dq = sm90::smem_desc_sw128(q, 16, 1024);
+    const uint64_t dk = sm90::smem_desc_sw128(k, 16, 1024);
 #pragma unroll
     for (int kk = 0; kk < T::kHeadDim / 16; ++kk) {
-      const uint32_t col = (kk % 4) * 32;  // k16 step within a 128-byte row
-      const uint64_t da = sm90::smem_desc_sw128(q + (kk / 4) * T::kQBlockBytes + col, 16, 1024);
-      const uint64_t db = sm90::smem_desc_sw128(k + (kk / 4) * T::kKVBlockBytes + col, 16, 1024);
-      MmaS::ss(s, da, db, kk > 0);
+      const uint32_t at_q = (kk / 4) * T::kQBlockBytes + (kk % 4) * 32;  // k16 step
+      const uint32_t at_k = (kk / 4) * T::kKVBlockBytes + (kk % 4) * 32;
+      // The short-rows kernels step one descriptor along (+2-2.5% at d = 64
+      // up to 1K keys); the others build each one, 1.3-1.6% faster there from
+      // 4K keys (interleaved A/B runs on an H100).
+      if constexpr (T::kDescribed) {
+        MmaS::ss(s, sm90::smem_desc_advance(dq, at_q), sm90::smem_desc_advance(dk, at_k), kk > 0);
+      } else {
+        MmaS::ss(s, sm90::smem_desc_sw128(q + at_q, 16, 1024),
+                 sm90::smem_desc_sw128(k + at_k, 16, 1024), kk > 0);
+      }
     }
   }
 
   __device__ __forceinline__ void issue_pv(const uint32_t (&pa)[kPV][4], int stage) {
     const uint32_t v = sm.v_tile(stage);
+    const uint64_t dv = sm90::smem_desc_sw128(v, T::kKVBlockBytes, 1024);
 #pragma unroll
     for (int kk = 0; kk < kPV; ++kk) {
-      const uint64_t db = sm90::smem_desc_sw128(v + kk * 16 * 128, T::kKVBlockBytes, 1024);
-      MmaO::rs(o, pa[kk], db, 1);
+      if constexpr (T::kDescribed) {
+        MmaO::rs(o, pa[kk], sm90::smem_desc_advance(dv, kk * 16 * 128), 1);
+      } else {
+        MmaO::rs(o, pa[kk], sm90::smem_desc_sw128(v + kk * 16 * 128, T::kKVBlockBytes, 1024), 1);
+      }
     }
   }
 
