@@ -89,6 +89,60 @@ __device__ __forceinline__ void keep_alive(unsigned acc, unsigned* sink) {
 template <int kWarps, int kStages>
 constexpr int kRingSmemBytes = kWarps * kStages * kRingStageBytes;
 
+// A lane's share of copying head h's 16-key tiles of K and of V into a ring
+// stage: 16-byte chunk lane % 16 of rows lane / 16, + 2, ..., + 14.
+struct TileCopy {
+  int chunk, row0;
+  int64_t key_stride;
+  const uint16_t* k_base;
+  const uint16_t* v_base;
+  __device__ TileCopy(const uint16_t* k, const uint16_t* v, const Shape& s, int h, int lane)
+      : chunk(lane % 16), row0(lane / 16), key_stride(int64_t(s.heads_kv) * kD),
+        k_base(k + int64_t(h) * kD + chunk * 8), v_base(v + int64_t(h) * kD + chunk * 8) {}
+  // The tile whose first row of the [B * Lk] key rows is `first_key`.
+  __device__ __forceinline__ void operator()(uint32_t stage, int64_t first_key) const {
+#pragma unroll
+    for (int pass = 0; pass < 8; ++pass) {
+      const int r = row0 + 2 * pass;
+      const int64_t key = first_key + r;
+      const uint32_t at = fc::swizzled_offset<kD / 8>(r, chunk);
+      fc::cp_async_16(stage + at, k_base + key * key_stride, true);
+      fc::cp_async_16(stage + kTileBytes + at, v_base + key * key_stride, true);
+    }
+  }
+};
+
+// A warp's ring over `tiles` tiles: kStages - 1 copies ahead, each tile
+// read once it has landed (kSync: with a block barrier a tile). Returns a
+// word of what was read.
+template <int kStages, bool kSync, class Issue>
+__device__ __forceinline__ unsigned drain_ring(int tiles, Issue&& issue,
+                                               const unsigned char* my_ring, int lane) {
+#pragma unroll
+  for (int i = 0; i < kStages - 1; ++i) {
+    if (i < tiles) issue(i);
+    fc::cp_async_commit();
+  }
+  unsigned acc = 0;
+  for (int i = 0; i < tiles; ++i) {
+    // The stage refilled next was read in the previous iteration by every lane.
+    if constexpr (kSync) {
+      __syncthreads();
+    } else {
+      __syncwarp();
+    }
+    if (i + kStages - 1 < tiles) issue(i + kStages - 1);
+    fc::cp_async_commit();
+    fc::cp_async_wait<kStages - 1>();
+    // The wait covers this lane's copies only; the word read below is
+    // another lane's.
+    __syncwarp();
+    acc ^= *reinterpret_cast<const unsigned*>(my_ring + (i % kStages) * kRingStageBytes +
+                                              lane * 128);
+  }
+  return acc;
+}
+
 // Warp w takes the split's tiles w, w + kWarps, ... into its own ring, as the
 // tensor-core decode kernel does: per tile, each lane copies 16-byte chunk
 // lane % 16 of rows lane / 16, +2, ..., +14 of K and of V. `pages` (may be
@@ -106,44 +160,15 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int tiles = t0 + warp < t1 ? (t1 - t0 - warp + kWarps - 1) / kWarps : 0;
   const unsigned char* my_ring = ring_smem + warp * kStages * kRingStageBytes;
   const uint32_t ring = fc::smem_addr(my_ring);
-  const int chunk = lane % 16, row0 = lane / 16;
-  const int64_t key_stride = int64_t(s.heads_kv) * kD;
-  const uint16_t* k_base = k + int64_t(h) * kD + chunk * 8;
-  const uint16_t* v_base = v + int64_t(h) * kD + chunk * 8;
+  const TileCopy copy(k, v, s, h, lane);
   const int64_t seq_pages = s.keys / kTileKeys;
   auto issue = [&](int i) {
     const int tile = t0 + warp + i * kWarps;
     const int64_t logical = int64_t(b) * seq_pages + tile;
     const int64_t page = pages ? pages[logical] : logical;
-    const uint32_t stage = ring + (i % kStages) * kRingStageBytes;
-#pragma unroll
-    for (int pass = 0; pass < 8; ++pass) {
-      const int r = row0 + 2 * pass;
-      const int64_t key = page * kTileKeys + r;
-      const uint32_t at = fc::swizzled_offset<kD / 8>(r, chunk);
-      fc::cp_async_16(stage + at, k_base + key * key_stride, true);
-      fc::cp_async_16(stage + kTileBytes + at, v_base + key * key_stride, true);
-    }
+    copy(ring + (i % kStages) * kRingStageBytes, page * kTileKeys);
   };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < tiles) issue(i);
-    fc::cp_async_commit();
-  }
-  unsigned acc = 0;
-  for (int i = 0; i < tiles; ++i) {
-    // The stage refilled next was read in the previous iteration by every lane.
-    __syncwarp();
-    if (i + kStages - 1 < tiles) issue(i + kStages - 1);
-    fc::cp_async_commit();
-    fc::cp_async_wait<kStages - 1>();
-    // The wait covers this lane's copies only; the word read below is
-    // another lane's.
-    __syncwarp();
-    acc ^= *reinterpret_cast<const unsigned*>(my_ring + (i % kStages) * kRingStageBytes +
-                                              lane * 128);
-  }
-  keep_alive(acc, sink);
+  keep_alive(drain_ring<kStages, false>(tiles, issue, my_ring, lane), sink);
 }
 
 // The same per-warp rings with the warps of a block on kWarps neighbouring
@@ -166,42 +191,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int tiles = t1 - t0;
   const unsigned char* my_ring = ring_smem + warp * kStages * kRingStageBytes;
   const uint32_t ring = fc::smem_addr(my_ring);
-  const int chunk = lane % 16, row0 = lane / 16;
-  const int64_t key_stride = int64_t(s.heads_kv) * kD;
-  const uint16_t* k_base = k + int64_t(h) * kD + chunk * 8;
-  const uint16_t* v_base = v + int64_t(h) * kD + chunk * 8;
+  const TileCopy copy(k, v, s, h, lane);
   auto issue = [&](int i) {
-    const int64_t first = int64_t(b) * s.keys + int64_t(t0 + i) * kTileKeys;
-    const uint32_t stage = ring + (i % kStages) * kRingStageBytes;
-#pragma unroll
-    for (int pass = 0; pass < 8; ++pass) {
-      const int r = row0 + 2 * pass;
-      const int64_t key = first + r;
-      const uint32_t at = fc::swizzled_offset<kD / 8>(r, chunk);
-      fc::cp_async_16(stage + at, k_base + key * key_stride, true);
-      fc::cp_async_16(stage + kTileBytes + at, v_base + key * key_stride, true);
-    }
+    copy(ring + (i % kStages) * kRingStageBytes,
+         int64_t(b) * s.keys + int64_t(t0 + i) * kTileKeys);
   };
-#pragma unroll
-  for (int i = 0; i < kStages - 1; ++i) {
-    if (i < tiles) issue(i);
-    fc::cp_async_commit();
-  }
-  unsigned acc = 0;
-  for (int i = 0; i < tiles; ++i) {
-    if constexpr (kSync) {
-      __syncthreads();
-    } else {
-      __syncwarp();
-    }
-    if (i + kStages - 1 < tiles) issue(i + kStages - 1);
-    fc::cp_async_commit();
-    fc::cp_async_wait<kStages - 1>();
-    __syncwarp();
-    acc ^= *reinterpret_cast<const unsigned*>(my_ring + (i % kStages) * kRingStageBytes +
-                                              lane * 128);
-  }
-  keep_alive(acc, sink);
+  keep_alive(drain_ring<kStages, kSync>(tiles, issue, my_ring, lane), sink);
 }
 
 // ---- loads into registers --------------------------------------------------
