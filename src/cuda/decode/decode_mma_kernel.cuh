@@ -432,21 +432,23 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[j][e] *= scale_log2;
     }
-    const bool needs_mask = key0 < full_begin || key0 + kTileKeys > full_end;
+    // Only the tiles at a row's ends are masked: a branch, not predicated
+    // code in every tile.
+    if (__builtin_expect(key0 < full_begin || key0 + kTileKeys > full_end, 0)) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = key0 + 8 * j + 2 * t + e % 2;
+          if (key < own[e / 2].begin || key >= own[e / 2].end) s[j][e] = kNegInf;
+        }
+      }
+    }
     float row_max[2] = {m[0], m[1]};
 #pragma unroll
     for (int j = 0; j < 2; ++j) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int half = e / 2;
-        float x = s[j][e];
-        if (needs_mask) {
-          const int key = key0 + 8 * j + 2 * t + e % 2;
-          if (key < own[half].begin || key >= own[half].end) x = kNegInf;
-        }
-        s[j][e] = x;
-        row_max[half] = fmaxf(row_max[half], x);
-      }
+      for (int e = 0; e < 4; ++e) row_max[e / 2] = fmaxf(row_max[e / 2], s[j][e]);
     }
     float alpha[2];
 #pragma unroll
