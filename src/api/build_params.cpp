@@ -447,6 +447,7 @@ Status take_paged_layout(const fa_tensor& k_cache, const fa_tensor& v_cache,
   kv->page_table = page_table;
   kv->page_table_stride = page_table_stride;
   kv->page_size = page_size;
+  kv->num_pages = num_pages;
   return Status::ok();
 }
 

@@ -77,6 +77,7 @@ struct KVLayout {
   int64_t page_table_stride = 0;
   int64_t page_size = 0;
   int64_t k_page_stride = 0, v_page_stride = 0;
+  int64_t num_pages = 0;  // pages in the k and v caches
 };
 
 struct AttentionParams {

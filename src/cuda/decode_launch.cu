@@ -3,6 +3,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "cuda/decode/decode_kernel.cuh"
@@ -38,6 +39,7 @@ DecodeKernelParams make_decode_params(const DecodeParams& d, const DecodeChoice&
     p.v_page_stride = kv.v_page_stride;
     p.page_table_stride = kv.page_table_stride;
     p.page_size = FastDivmod(static_cast<uint32_t>(kv.page_size));
+    p.num_pages = static_cast<int>(std::min<int64_t>(kv.num_pages, INT32_MAX));
   } else {
     p.k_page_stride = kv.k_batch_stride;
     p.v_page_stride = kv.v_batch_stride;
@@ -76,6 +78,10 @@ DecodeKernelParams make_decode_params(const DecodeParams& d, const DecodeChoice&
   p.group_size = static_cast<int>(a.group_size());
   p.head_dim = static_cast<int>(a.head_dim);
   set_mask_and_scale(a, &p);
+  if (p.window_left < 0 && p.chunk == 0) {
+    // The planning bound: max_seqlen_k, else the capacity (<= INT32_MAX, checked).
+    p.early_copy_keys = static_cast<int>(std::min<int64_t>(a.seqlen_k, d.capacity));
+  }
   return p;
 }
 

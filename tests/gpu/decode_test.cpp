@@ -88,6 +88,36 @@ struct Problem {
   std::vector<int32_t> page_table, cache_lens;
   std::vector<float> cos, sin;
 
+  // Rows from each sequence's cached length on hold NaN (the appended rows
+  // are written over them): a kernel that copies a key it must not use, and
+  // counts it with a zero weight, gets NaN instead of a silent pass.
+  void poison_rows_past_lengths() {
+    const uint16_t nan_bits = s.dtype == FA_DTYPE_FLOAT16 ? 0x7e00 : 0x7fc0;
+    const int64_t row = s.hkv * s.d;
+    for (int64_t b = 0; b < s.batch; ++b) {
+      for (int64_t j = cache_lens[b]; j < capacity; ++j) {
+        const int64_t at =
+            s.page_size == 0
+                ? (b * capacity + j) * row
+                : (page_table[b * pages_per_seq + j / s.page_size] * s.page_size + j % s.page_size) * row;
+        std::fill_n(k_cache.begin() + at, row, nan_bits);
+        std::fill_n(v_cache.begin() + at, row, nan_bits);
+      }
+    }
+  }
+
+  // Page-table entries past the pages a sequence uses (its cached keys and
+  // the appended ones) name no page, as a serving framework may leave them:
+  // -1 and INT32_MAX in turn.
+  void unmap_pages_past_lengths() {
+    for (int64_t b = 0; b < s.batch; ++b) {
+      const int64_t used = (cache_lens[b] + s.lq + s.page_size - 1) / s.page_size;
+      for (int64_t pg = used; pg < pages_per_seq; ++pg) {
+        page_table[b * pages_per_seq + pg] = pg % 2 == 0 ? -1 : std::numeric_limits<int32_t>::max();
+      }
+    }
+  }
+
   Problem(const Spec& spec, uint64_t seed) : s(spec) {
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal;
@@ -114,6 +144,8 @@ struct Problem {
       fill(k_cache, s.batch * capacity * s.hkv * s.d);
       fill(v_cache, s.batch * capacity * s.hkv * s.d);
     }
+    poison_rows_past_lengths();
+    if (s.page_size > 0) unmap_pages_past_lengths();
     if (s.append) {
       fill(k_new, s.batch * s.lq * s.hkv * s.d);
       fill(v_new, s.batch * s.lq * s.hkv * s.d);
@@ -141,11 +173,13 @@ struct Problem {
     c.page_table.clear();
     c.num_pages = 0;
     const int64_t row = s.hkv * s.d;
-    c.k_cache.assign(s.batch * c.capacity * row, 0);
-    c.v_cache.assign(s.batch * c.capacity * row, 0);
+    const uint16_t nan_bits = s.dtype == FA_DTYPE_FLOAT16 ? 0x7e00 : 0x7fc0;
+    c.k_cache.assign(s.batch * c.capacity * row, nan_bits);  // rows of unmapped pages
+    c.v_cache.assign(s.batch * c.capacity * row, nan_bits);
     for (int64_t b = 0; b < s.batch; ++b) {
       for (int64_t j = 0; j < c.capacity; ++j) {
         const int64_t page = page_table[b * pages_per_seq + j / s.page_size];
+        if (page < 0 || page >= num_pages) continue;
         const int64_t src = (page * s.page_size + j % s.page_size) * row;
         const int64_t dst = (b * c.capacity + j) * row;
         std::copy_n(k_cache.begin() + src, row, c.k_cache.begin() + dst);
@@ -494,9 +528,11 @@ std::vector<Spec> decode_matrix() {
     s.page_size = 5;
     add(s);
   }
-  for (int64_t page : {1, 5, 16, 256}) {
+  // Page 0, a contiguous cache far longer than the sequences: the tiles
+  // copied before the lengths are read hold the NaN past each length.
+  for (int64_t page : {0, 1, 5, 16, 256}) {
     Spec s;
-    s.name = "paged";
+    s.name = page == 0 ? "contiguous-short-sequences" : "paged";
     s.page_size = page;
     s.cache_lens = {0, 1, 257, 4000};
     s.batch = 4;

@@ -180,7 +180,81 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   // grid's completion before reading anything, and its launch latency then
   // overlaps the last wave.
   allow_dependent_launch();
-  const int keys = p.cache_seqlens[b] + p.new_tokens;
+  const int cached_keys = p.cache_seqlens[b];  // in flight during the early copies below
+
+  // Copies: lane -> (chunk, rows lane / kRowChunks + pass * kCopyRowsPerPass).
+  const int copy_chunk = lane % kRowChunks;
+  const int copy_row0 = lane / kRowChunks;
+  const bool chunk_live = copy_chunk * 8 < p.head_dim;  // head-dim padding stays zero
+  const Elem* k_base = static_cast<const Elem*>(p.k) + int64_t(h_kv) * p.k_head_stride + copy_chunk * 8;
+  const Elem* v_base = static_cast<const Elem*>(p.v) + int64_t(h_kv) * p.v_head_stride + copy_chunk * 8;
+  const int64_t k_step = int64_t(kWarps * kTileKeys) * p.k_row_stride;
+  const int64_t v_step = int64_t(kWarps * kTileKeys) * p.v_row_stride;
+  const int64_t k_pass = int64_t(Traits::kCopyRowsPerPass) * p.k_row_stride;
+  const int64_t v_pass = int64_t(Traits::kCopyRowsPerPass) * p.v_row_stride;
+  // A whole tile: its lane's rows from one base pointer in fixed steps.
+  auto copy_whole_tile = [&](uint32_t stage, const Elem* k_src, const Elem* v_src) {
+#pragma unroll
+    for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
+      const uint32_t at =
+          swizzled_offset<kRowChunks>(copy_row0 + pass * Traits::kCopyRowsPerPass, copy_chunk);
+      cp_async_16(stage + at, k_src + pass * k_pass, true);
+      cp_async_16(stage + Traits::kTileBytes + at, v_src + pass * v_pass, true);
+    }
+  };
+  // This split's tiles of the block's keys [begin, end): tiles sit at
+  // multiples of kTileKeys (so a page of 16k keys never straddles one), an
+  // equal share in whole rounds of kWarps.
+  auto split_tiles = [&](int begin, int end, int& first_tile, int& end_tile) {
+    first_tile = end_tile = 0;
+    if (begin < end) {
+      const int first = begin / kTileKeys;
+      const int count = (end + kTileKeys - 1) / kTileKeys - first;
+      int per_split = (count + p.num_splits - 1) / p.num_splits;
+      per_split = (per_split + kWarps - 1) / kWarps * kWarps;
+      first_tile = min(first + count, first + split * per_split);
+      end_tile = min(first + count, first_tile + per_split);
+    }
+  };
+  // The first tiles' copies go out before the sequence's length arrives
+  // from cache_seqlens (a memory round trip at the kernel's start), for the
+  // length the planner assumed (early_copy_keys; the host sets it when the
+  // cache is contiguous and every row's keys start at key 0). Once the
+  // length is known they are checked, and copied again where they were not
+  // this split's whole tiles. A length a little short of the assumed one
+  // mostly leaves the split's tiles where they were.
+  // With pages, a tile's page is read from the table, an entry that past
+  // the sequence's length may hold anything: clamped into the cache, such a
+  // copy reads some page, and the check below discards it.
+  const bool tile_pages = p.page_table != nullptr && p.page_size.divisor % kTileKeys == 0;
+  const int32_t* seq_pages =
+      p.page_table != nullptr ? p.page_table + int64_t(b) * p.page_table_stride : nullptr;
+  const bool early = p.early_copy_keys > 0 && p.head_dim == Traits::kHeadDim &&
+                     (p.page_table == nullptr || tile_pages);
+  int early_begin = 0, early_end = 0;
+  uint32_t early_copied = 0;  // bit i: the warp's tile i was copied
+  if (early) {
+    split_tiles(0, p.early_copy_keys, early_begin, early_end);
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) {
+      const int tile = early_begin + warp + i * kWarps;
+      const int key0 = tile * kTileKeys;
+      if (tile < early_end && key0 + kTileKeys <= p.early_copy_keys) {
+        int64_t page = b, row = key0 + copy_row0;
+        if (p.page_table != nullptr) {
+          const uint32_t in_seq = p.page_size.div(key0);
+          page = min(static_cast<uint32_t>(seq_pages[in_seq]), static_cast<uint32_t>(p.num_pages - 1));
+          row -= int64_t(in_seq) * p.page_size.divisor;
+        }
+        copy_whole_tile(ring + i * Traits::kStageBytes,
+                        k_base + page * p.k_page_stride + row * p.k_row_stride,
+                        v_base + page * p.v_page_stride + row * p.v_row_stride);
+        early_copied |= 1u << i;
+      }
+      cp_async_commit();
+    }
+  }
+  const int keys = cached_keys + p.new_tokens;
   const int rows_total = p.group_size * p.seqlen_q;
 
   // The block's key range is the union of its rows' ranges; `full` is their
@@ -212,33 +286,15 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     own[half] = row < rows_total ? row_keys(p, row / p.group_size, keys) : RowRange{0, 0};
   }
 
-  // This split's tiles: tiles sit at multiples of kTileKeys (so a page of
-  // 16k keys never straddles one), an equal share in whole rounds of kWarps.
   int tile_begin = 0, tile_end = 0;
-  if (block_begin < block_end) {
-    const int first = block_begin / kTileKeys;
-    const int count = (block_end + kTileKeys - 1) / kTileKeys - first;
-    int per_split = (count + p.num_splits - 1) / p.num_splits;
-    per_split = (per_split + kWarps - 1) / kWarps * kWarps;
-    tile_begin = min(first + count, first + split * per_split);
-    tile_end = min(first + count, tile_begin + per_split);
-  }
+  split_tiles(block_begin, block_end, tile_begin, tile_end);
   const int my_tiles = tile_begin + warp < tile_end ? (tile_end - tile_begin - warp + kWarps - 1) / kWarps : 0;
   auto tile_of = [&](int i) { return tile_begin + warp + i * kWarps; };
 
-  // Copies: lane -> (chunk, rows lane / kRowChunks + pass * kCopyRowsPerPass).
-  const int copy_chunk = lane % kRowChunks;
-  const int copy_row0 = lane / kRowChunks;
-  const bool chunk_live = copy_chunk * 8 < p.head_dim;  // head-dim padding stays zero
-  const Elem* k_base = static_cast<const Elem*>(p.k) + int64_t(h_kv) * p.k_head_stride + copy_chunk * 8;
-  const Elem* v_base = static_cast<const Elem*>(p.v) + int64_t(h_kv) * p.v_head_stride + copy_chunk * 8;
   // Pages of whole tiles (pages of 16k keys; tiles never straddle them):
   // lane l holds the page of this warp's tile 32 k + l in batch k, two
   // batches in registers and each loaded 32 tiles before its first use, so
   // a tile's page is one shuffle, never a wait on the page table.
-  const bool tile_pages = p.page_table != nullptr && p.page_size.divisor % kTileKeys == 0;
-  const int32_t* seq_pages =
-      p.page_table != nullptr ? p.page_table + int64_t(b) * p.page_table_stride : nullptr;
   auto load_batch = [&](int k) {
     const int i = 32 * k + lane;
     return tile_pages && i < my_tiles ? seq_pages[p.page_size.div(tile_of(i) * kTileKeys)] : 0;
@@ -284,10 +340,6 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
   const int64_t first_row = int64_t(tile_of(0)) * kTileKeys + copy_row0;
   const Elem* k_next = k_base + int64_t(b) * p.k_page_stride + first_row * p.k_row_stride;
   const Elem* v_next = v_base + int64_t(b) * p.v_page_stride + first_row * p.v_row_stride;
-  const int64_t k_step = int64_t(kWarps * kTileKeys) * p.k_row_stride;
-  const int64_t v_step = int64_t(kWarps * kTileKeys) * p.v_row_stride;
-  const int64_t k_pass = int64_t(Traits::kCopyRowsPerPass) * p.k_row_stride;
-  const int64_t v_pass = int64_t(Traits::kCopyRowsPerPass) * p.v_row_stride;
   const bool whole_tiles = chunk_live && (p.page_table == nullptr || tile_pages);
   auto issue = [&](int i) {
     const int tile = tile_of(i);
@@ -301,13 +353,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
         k_src = k_base + int64_t(next_page[0]) * p.k_page_stride + int64_t(row0) * p.k_row_stride;
         v_src = v_base + int64_t(next_page[0]) * p.v_page_stride + int64_t(row0) * p.v_row_stride;
       }
-#pragma unroll
-      for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
-        const uint32_t at =
-            swizzled_offset<kRowChunks>(copy_row0 + pass * Traits::kCopyRowsPerPass, copy_chunk);
-        cp_async_16(stage + at, k_src + pass * k_pass, true);
-        cp_async_16(stage + Traits::kTileBytes + at, v_src + pass * v_pass, true);
-      }
+      copy_whole_tile(stage, k_src, v_src);
     } else {
 #pragma unroll
       for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
@@ -332,11 +378,30 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     // A contiguous cache's page is the sequence, set once by look_up(0).
     if (p.page_table != nullptr && i + 1 < my_tiles) look_up(i + 1);
   };
-  if (my_tiles > 0) look_up(0);
+  // The early copies were right if this split's tiles start where they
+  // were assumed to and each one the warp uses was copied and is whole (its
+  // keys all inside the block's range, which starts at 0).
+  bool early_right = early && tile_begin == early_begin;
 #pragma unroll
   for (int i = 0; i < kStages - 1; ++i) {
-    if (i < my_tiles) issue(i);
-    cp_async_commit();
+    if (i < my_tiles && (!(early_copied >> i & 1u) || (tile_of(i) + 1) * kTileKeys > block_end)) {
+      early_right = false;
+    }
+  }
+  if (my_tiles > 0) look_up(0);  // also sets a contiguous cache's page, for edge tiles
+  if (early_right) {
+    k_next += (kStages - 1) * k_step;
+    v_next += (kStages - 1) * v_step;
+    // What the skipped issue(kStages - 2) would have done last: the next
+    // tile's page.
+    if (p.page_table != nullptr && kStages - 1 < my_tiles) look_up(kStages - 1);
+  } else {
+    if (early) cp_async_wait<0>();  // before its stages are written again
+#pragma unroll
+    for (int i = 0; i < kStages - 1; ++i) {
+      if (i < my_tiles) issue(i);
+      cp_async_commit();
+    }
   }
 
   // Queries into shared memory while the first tiles are in flight: rotated

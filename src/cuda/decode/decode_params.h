@@ -76,6 +76,12 @@ struct DecodeKernelParams {
   // chunk) run as one thread-block cluster, x = chunk * num_splits + split,
   // and merge through distributed shared memory; no partials, no merge kernel.
   int cluster_merge = 0;
+  // > 0: every row's keys start at key 0 (no left window, no chunk), the
+  // cache is contiguous or in pages of 16k keys, and a sequence can hold
+  // this many keys, the length the splits were planned for: the first tiles
+  // are copied for it before the sequence's own length is read.
+  int early_copy_keys = 0;
+  int num_pages = 0;  // paged: pages in the cache (an early copy's page is clamped to it)
   int window_left = -1, window_right = -1;  // < 0: unbounded
   int prefix = 0;  // keys below it are seen by every query (prefix-LM)
   int chunk = 0;   // > 0: keys in the query position's chunk only
