@@ -43,6 +43,7 @@ struct Spec {
   fa_mask mask{};
   float softcap = 0.f;
   int32_t splits = 0;
+  int64_t max_seqlen_k = 0;  // the planning bound; 0: the cache's capacity
   bool lse = true;
   // options.cuda_path: 0 picks the tensor-core kernel on sm80 and newer;
   // FA_CUDA_PATH_SM75 forces the CUDA-core one.
@@ -250,6 +251,7 @@ class Placed {
     a_.mask = sp.mask;
     a_.softcap = sp.softcap;
     a_.num_splits = sp.splits;
+    a_.max_seqlen_k = sp.max_seqlen_k;
     k_bytes_ = p.k_cache.size() * 2;
   }
   ~Placed() {
@@ -627,6 +629,24 @@ std::vector<Spec> decode_matrix() {
     s.cache_lens = {15, 16};
     s.page_size = 16;
     add(s);
+  }
+  // The planning bound decides where the first tiles are copied before the
+  // lengths are read: exact, and shorter than every sequence (the splits'
+  // tiles then lie elsewhere and are copied again).
+  for (int64_t page : {0, 16}) {
+    for (int64_t bound : {4000, 100}) {
+      Spec s;
+      s.name = std::string(bound == 100 ? "planned-short" : "planned-exact") +
+               (page == 0 ? "-contiguous" : "-paged16");
+      s.page_size = page;
+      s.cache_lens = {4000, 1200, 257};
+      s.batch = 3;
+      s.max_seqlen_k = bound;
+      add(s);
+      s.name += "-splits5";
+      s.splits = 5;
+      add(s);
+    }
   }
   // Everything again on the CUDA-core kernel (what sm70 and sm75 run).
   const size_t auto_specs = v.size();
