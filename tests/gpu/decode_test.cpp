@@ -65,6 +65,7 @@ float to_float(fa_dtype t, uint16_t x) {
 uint16_t from_float(fa_dtype t, float x) {
   return t == FA_DTYPE_FLOAT16 ? fastattn::float_to_fp16(x) : fastattn::float_to_bf16(x);
 }
+uint16_t nan_bits(fa_dtype t) { return t == FA_DTYPE_FLOAT16 ? 0x7e00 : 0x7fc0; }
 
 fa_tensor view(void* data, fa_dtype dt, std::initializer_list<int64_t> shape) {
   fa_tensor t{};
@@ -93,7 +94,7 @@ struct Problem {
   // are written over them): a kernel that copies a key it must not use, and
   // counts it with a zero weight, gets NaN instead of a silent pass.
   void poison_rows_past_lengths() {
-    const uint16_t nan_bits = s.dtype == FA_DTYPE_FLOAT16 ? 0x7e00 : 0x7fc0;
+    const uint16_t nan = nan_bits(s.dtype);
     const int64_t row = s.hkv * s.d;
     for (int64_t b = 0; b < s.batch; ++b) {
       for (int64_t j = cache_lens[b]; j < capacity; ++j) {
@@ -101,8 +102,8 @@ struct Problem {
             s.page_size == 0
                 ? (b * capacity + j) * row
                 : (page_table[b * pages_per_seq + j / s.page_size] * s.page_size + j % s.page_size) * row;
-        std::fill_n(k_cache.begin() + at, row, nan_bits);
-        std::fill_n(v_cache.begin() + at, row, nan_bits);
+        std::fill_n(k_cache.begin() + at, row, nan);
+        std::fill_n(v_cache.begin() + at, row, nan);
       }
     }
   }
@@ -174,9 +175,9 @@ struct Problem {
     c.page_table.clear();
     c.num_pages = 0;
     const int64_t row = s.hkv * s.d;
-    const uint16_t nan_bits = s.dtype == FA_DTYPE_FLOAT16 ? 0x7e00 : 0x7fc0;
-    c.k_cache.assign(s.batch * c.capacity * row, nan_bits);  // rows of unmapped pages
-    c.v_cache.assign(s.batch * c.capacity * row, nan_bits);
+    const uint16_t nan = nan_bits(s.dtype);
+    c.k_cache.assign(s.batch * c.capacity * row, nan);  // rows of unmapped pages
+    c.v_cache.assign(s.batch * c.capacity * row, nan);
     for (int64_t b = 0; b < s.batch; ++b) {
       for (int64_t j = 0; j < c.capacity; ++j) {
         const int64_t page = page_table[b * pages_per_seq + j / s.page_size];

@@ -225,6 +225,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
       cp_async_16(stage + Traits::kTileBytes + at, v_src + pass * v_pass, true);
     }
   };
+  // The same, for a tile whose first row is `row` of cache page `page` (a
+  // contiguous cache's page is the sequence).
+  auto copy_whole_tile_at = [&](uint32_t stage, int64_t page, int64_t row) {
+    copy_whole_tile(stage, k_base + page * p.k_page_stride + row * p.k_row_stride,
+                    v_base + page * p.v_page_stride + row * p.v_row_stride);
+  };
   // This split's tiles of the block's keys [begin, end): tiles sit at
   // multiples of kTileKeys (so a page of 16k keys never straddles one), an
   // equal share in whole rounds of kWarps.
@@ -283,9 +289,7 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
           page = min(static_cast<uint32_t>(seq_pages[in_seq]), static_cast<uint32_t>(p.num_pages - 1));
           row -= int64_t(in_seq) * p.page_size.divisor;
         }
-        copy_whole_tile(ring + i * Traits::kStageBytes,
-                        k_base + page * p.k_page_stride + row * p.k_row_stride,
-                        v_base + page * p.v_page_stride + row * p.v_row_stride);
+        copy_whole_tile_at(ring + i * Traits::kStageBytes, page, row);
         early_copied |= 1u << i;
       }
       cp_async_commit();
@@ -378,14 +382,12 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     const uint32_t stage = ring + (i % kStages) * Traits::kStageBytes;
     const int key0 = tile * kTileKeys;
     if (whole_tiles && key0 >= block_begin && key0 + kTileKeys <= block_end) {
-      const Elem* k_src = k_next;
-      const Elem* v_src = v_next;
       if (p.page_table != nullptr) {
         const int row0 = key0 + copy_row0 - int(p.page_size.div(key0) * p.page_size.divisor);
-        k_src = k_base + int64_t(next_page[0]) * p.k_page_stride + int64_t(row0) * p.k_row_stride;
-        v_src = v_base + int64_t(next_page[0]) * p.v_page_stride + int64_t(row0) * p.v_row_stride;
+        copy_whole_tile_at(stage, next_page[0], row0);
+      } else {
+        copy_whole_tile(stage, k_next, v_next);
       }
-      copy_whole_tile(stage, k_src, v_src);
     } else {
 #pragma unroll
       for (int pass = 0; pass < Traits::kCopyPasses; ++pass) {
@@ -447,8 +449,8 @@ __global__ void __launch_bounds__(Traits::kThreads, Traits::kMinBlocks)
     if (task >= kRows * kRowChunks) break;
     const int r = task / kRowChunks, c = task % kRowChunks;
     uint4 packed = q_early[k];
-    const Elem* src = q_chunk(task);
-    if (src != nullptr && p.rotary_style != kRotaryNone) {
+    const Elem* src = p.rotary_style != kRotaryNone ? q_chunk(task) : nullptr;
+    if (src != nullptr) {
       const Elem* qrow = src - c * 8;
       const int pos = cached_keys + (chunk * kRows + r) / p.group_size;
       const float* cos_row = p.rotary_cos + int64_t(pos) * p.cos_row_stride;
