@@ -555,6 +555,35 @@ std::vector<Spec> decode_matrix() {
     s.splits = 1;
     add(s);
   }
+  // Splits of 4K keys or more on half an H100's SMs or more (8 KV heads):
+  // merged in clusters by 8-warp blocks (3 splits), and run by 4-warp
+  // blocks where the planner modelled 8 (settle_decode_warps): 9 splits
+  // merged by the merge kernel, and one split.
+  for (int64_t page : {0, 16}) {
+    Spec s;
+    s.name = page == 0 ? "long-splits-four-warps" : "long-splits-four-warps-paged16";
+    s.batch = 3;
+    s.lq = 2;
+    s.hq = 8;
+    s.hkv = 8;
+    s.d = 64;
+    s.cache_lens = {12300, 9000, 5000};
+    s.page_size = page;
+    s.splits = 3;
+    add(s);
+    s.name += "-splits9";
+    s.batch = 1;
+    s.lq = 4;
+    s.cache_lens = {36900};
+    s.splits = 9;
+    add(s);
+    s.name = page == 0 ? "long-one-split-four-warps" : "long-one-split-four-warps-paged16";
+    s.batch = 9;
+    s.lq = 1;
+    s.cache_lens = {4100, 3000, 4099, 1, 0, 4100, 2048, 4097, 4100};
+    s.splits = 1;
+    add(s);
+  }
   {
     Spec s;
     s.name = "empty-sequences";

@@ -117,6 +117,14 @@ int choose_decode_warps(int64_t blocks, int sms, int head_dim) {
   return head_dim < 256 && blocks < 2 * int64_t(sms) ? 8 : 4;
 }
 
+int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_keys, int sms,
+                        bool clustered) {
+  if (warps != 8 || num_splits < 1 || clustered) return warps;
+  const int64_t keys_per_split = (max_keys + num_splits - 1) / num_splits;
+  const bool fills_half = blocks * num_splits * 2 >= sms;
+  return keys_per_split >= kFourWarpSplitKeys && fills_half ? 4 : 8;
+}
+
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
                       int round_keys, uint32_t cluster_splits) {
   if (blocks <= 0) return 1;

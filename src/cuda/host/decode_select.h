@@ -68,6 +68,26 @@ Status choose_decode_kernel(int capability, int requested_path, const DecodePara
 // whose 8 rings would not fit in shared memory.
 int choose_decode_warps(int64_t blocks, int sms, int head_dim);
 
+// Keys per split from which 8-warp blocks give way to 4-warp ones. H100,
+// D = 128, 128 blocks (one an SM), one process per shape and round: with
+// 4K-128K keys a block 4 warps were 0.8-1.6% faster (batch 16 with 8 KV
+// heads; batch 1 with 8 KV heads and 16 splits), with 512-2K keys 1-7%
+// slower (batch 1 and 16 with 8 KV heads).
+inline constexpr int64_t kFourWarpSplitKeys = 4096;
+
+// The warps of the blocks once the splits are fixed: `warps`
+// (choose_decode_warps) where it is 4, and 4 instead of 8 where each split
+// holds at least kFourWarpSplitKeys of `max_keys`, the blocks with their
+// splits fill at least half the SMs (fewer blocks keep 8 warps' reads in
+// flight), and the splits do not merge in clusters (`clustered`): two or
+// three 4-warp blocks fit an SM, and a cluster's blocks may share SMs while
+// others idle (batch 1, 32 KV heads, 4 splits of 32K keys: 725 us against
+// 700 with 8 warps on one H100, 698 against 700 on another). The splits
+// themselves are chosen for 8-warp blocks: planned for 4-warp occupancy,
+// batch 16 with 8 KV heads took 2 splits and ran 1-4% slower than 1.
+int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_keys, int sms,
+                        bool clustered);
+
 // Splits per (sequence, KV head, row chunk): those that minimise waves of
 // resident blocks (sms * blocks_per_sm) times each block's keys plus its
 // fixed cost, plus the merge's cost per split, so neither a batch of one nor

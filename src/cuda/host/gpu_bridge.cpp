@@ -143,11 +143,17 @@ bool merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoi
   return p.attn.batch * p.attn.heads_kv * c.row_chunks <= int64_t(resident);
 }
 
-// Fixes the choice's splits and how they merge: in clusters where they fit,
-// else through the workspace and the merge kernel. The plan and every run
-// take the same path through here.
-void settle_splits(int device, const DecodeParams& p, int splits, cuda::DecodeChoice* c) {
+// Fixes the choice's splits, the warps they run with, and how they merge: in
+// clusters where they fit, else through the workspace and the merge kernel.
+// The plan and every run take the same path through here.
+void settle_splits(int device, const DecodeParams& p, int splits, int sms,
+                   cuda::DecodeChoice* c) {
   c->num_splits = splits;
+  if (c->tensor_cores) {
+    c->warps = cuda::settle_decode_warps(c->warps, p.attn.batch * p.attn.heads_kv * c->row_chunks,
+                                         splits, p.attn.seqlen_k, sms,
+                                         cuda::cluster_merge_allowed(*c, splits));
+  }
   c->cluster_merge = merges_in_cluster(device, p, *c, splits);
 }
 
@@ -171,7 +177,7 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys,
                                      cluster_splits);
   }
-  settle_splits(device, p, splits, &choice);
+  settle_splits(device, p, splits, sms, &choice);
   plan->num_splits = splits;
   plan->workspace_bytes = cuda::decode_workspace_bytes(p, choice, splits);
   return Status::ok();
@@ -186,7 +192,7 @@ Status run_decode(const DecodeParams& p, const fa_decode_plan& plan, void* works
   if (plan.num_splits < 1 || plan.num_splits > FA_MAX_DECODE_SPLITS) {
     return Status::invalid("plan: num_splits is out of range; pass the plan fa_plan_decode made");
   }
-  settle_splits(device, p, plan.num_splits, &choice);
+  settle_splits(device, p, plan.num_splits, sms, &choice);
   choice.workspace_bytes = plan.workspace_bytes;
   cuda::DeviceGuard guard(device);
   const cudaError_t err = cuda::launch_decode(choice, p, workspace, stream_of(options));
