@@ -165,25 +165,35 @@ TEST(DecodeSelect, EightWarpsForFewBlocksFourForManyOrAtHeadDim256) {
 }
 
 TEST(DecodeSelect, LongSplitsOnHalfTheSmsOrMoreRunFourWarps) {
-  // Batch 16, 8 KV heads: 4K keys or more a block.
-  EXPECT_EQ(settle_decode_warps(8, 128, 1, 4096, 132, false), 4);
-  EXPECT_EQ(settle_decode_warps(8, 128, 1, 131072, 132, false), 4);
-  EXPECT_EQ(settle_decode_warps(8, 128, 1, 1024, 132, false), 8);
-  // Batch 1, 8 KV heads, 16 splits: 128K keys (8K a split), not 32K (2K).
-  EXPECT_EQ(settle_decode_warps(8, 8, 16, 131072, 132, false), 4);
-  EXPECT_EQ(settle_decode_warps(8, 8, 16, 32768, 132, false), 8);
-  // A split's keys round up: 8190 keys make two splits of 4095, 8191 one of 4096.
-  EXPECT_EQ(settle_decode_warps(8, 128, 2, 8190, 132, false), 8);
-  EXPECT_EQ(settle_decode_warps(8, 128, 2, 8191, 132, false), 4);
-  // Fewer blocks than half the SMs keep 8 warps' reads in flight.
-  EXPECT_EQ(settle_decode_warps(8, 8, 8, 131072, 132, false), 8);
-  EXPECT_EQ(settle_decode_warps(8, 33, 2, 131072, 132, false), 4);
-  EXPECT_EQ(settle_decode_warps(8, 32, 2, 131072, 132, false), 8);
-  // Splits merged in clusters keep 8 (batch 1, 32 KV heads, 4 splits).
-  EXPECT_EQ(settle_decode_warps(8, 32, 4, 131072, 132, true), 8);
-  // 4 warps stay 4.
-  EXPECT_EQ(settle_decode_warps(4, 2048, 1, 1024, 132, false), 4);
-  EXPECT_EQ(settle_decode_warps(4, 8, 1, 131072, 132, true), 4);
+  struct Case {
+    int warps;
+    int64_t blocks;
+    int splits;
+    int64_t keys;
+    bool clustered;
+    int expected;
+    const char* why;
+  };
+  const Case cases[] = {
+      {8, 128, 1, 4096, false, 4, "batch 16, 8 KV heads, 4K keys a block"},
+      {8, 128, 1, 131072, false, 4, "batch 16, 8 KV heads, 128K keys"},
+      {8, 128, 1, 1024, false, 8, "batch 16, 8 KV heads, 1K keys"},
+      {8, 8, 16, 131072, false, 4, "batch 1, 16 splits of 8K keys"},
+      {8, 8, 16, 32768, false, 8, "batch 1, 16 splits of 2K keys"},
+      {8, 128, 2, 8190, false, 8, "two splits of 4095 keys"},
+      {8, 128, 2, 8191, false, 4, "a split's keys round up to 4096"},
+      {8, 8, 8, 131072, false, 8, "64 blocks, under half the SMs"},
+      {8, 33, 2, 131072, false, 4, "66 blocks, half the SMs"},
+      {8, 32, 2, 131072, false, 8, "64 blocks"},
+      {8, 32, 4, 131072, true, 8, "splits merged in clusters"},
+      {4, 2048, 1, 1024, false, 4, "4 warps stay 4"},
+      {4, 8, 1, 131072, true, 4, "4 warps stay 4, clustered"},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(settle_decode_warps(c.warps, c.blocks, c.splits, c.keys, 132, c.clustered),
+              c.expected)
+        << c.why;
+  }
 }
 
 TEST(DecodeSelect, WorkspaceHoldsEveryPartialState) {
