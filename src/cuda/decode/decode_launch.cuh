@@ -10,8 +10,8 @@ namespace fastattn::cuda {
 
 // The tensor-core kernel's shapes: a 2-stage ring per warp (8 KB a stage at
 // D = 128) and 8 warps (one block per SM) or 4 (two per SM), as
-// choose_decode_warps decides; measured on the H100 beside 3 stages and
-// 2 or 3 blocks per SM (bench/cuda/decode_ablation.cu).
+// choose_decode_warps and settle_decode_warps decide; measured on the H100
+// beside 3 stages and 2 or 3 blocks per SM (bench/cuda/decode_ablation.cu).
 template <typename Elem, int kHeadDim, int kWarps>
 using DecodeMmaConfig = DecodeMmaTraits<Elem, kHeadDim, kWarps, 2>;
 

@@ -45,7 +45,7 @@ struct DecodeChoice {
   // merge in one (cluster_merge_allowed, and every cluster resident at once).
   bool clusters = false;
   bool cluster_merge = false;
-  int warps = 4;       // tensor cores: warps per block, 4 or 8 (choose_decode_warps)
+  int warps = 4;       // tensor cores: warps per block, 4 or 8 (settle_decode_warps)
   int rows = 0;        // query rows per block: 16 on tensor cores, else 1, 2, 4 or 8
   int row_chunks = 0;  // blocks per (sequence, KV head, split) to cover G * Lq rows
   int num_splits = 1;
