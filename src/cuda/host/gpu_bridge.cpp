@@ -95,6 +95,11 @@ Status run_forward(const AttentionParams& p, const fa_run_options* options) {
 
 namespace fastattn::gpu {
 
+// Decode blocks before the key splits: one per (sequence, KV head, row chunk).
+int64_t decode_blocks(const DecodeParams& p, const cuda::DecodeChoice& c) {
+  return p.attn.batch * p.attn.heads_kv * c.row_chunks;
+}
+
 // The decode kernel for `p` on `device`, with its block shape; `sms` gets
 // the device's SM count.
 Status choose_decode(int device, const DecodeParams& p, const fa_run_options* options,
@@ -104,8 +109,7 @@ Status choose_decode(int device, const DecodeParams& p, const fa_run_options* op
   const cudaError_t err = cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
   if (err != cudaSuccess) return device_error("cudaDeviceGetAttribute", err);
   if (choice->tensor_cores) {
-    choice->warps = cuda::choose_decode_warps(p.attn.batch * p.attn.heads_kv * choice->row_chunks,
-                                              *sms, choice->head_dim);
+    choice->warps = cuda::choose_decode_warps(decode_blocks(p, *choice), *sms, choice->head_dim);
   }
   return Status::ok();
 }
@@ -140,7 +144,7 @@ bool merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoi
   if (!cuda::cluster_merge_allowed(c, splits)) return false;
   int resident = 0;
   max_active_clusters(device, p.attn.dtype, c, splits, &resident);
-  return p.attn.batch * p.attn.heads_kv * c.row_chunks <= int64_t(resident);
+  return decode_blocks(p, c) <= int64_t(resident);
 }
 
 // Fixes the choice's splits, the warps they run with, and how they merge: in
@@ -150,9 +154,8 @@ void settle_splits(int device, const DecodeParams& p, int splits, int sms,
                    cuda::DecodeChoice* c) {
   c->num_splits = splits;
   if (c->tensor_cores) {
-    c->warps = cuda::settle_decode_warps(c->warps, p.attn.batch * p.attn.heads_kv * c->row_chunks,
-                                         splits, p.attn.seqlen_k, sms,
-                                         cuda::cluster_merge_allowed(*c, splits));
+    c->warps = cuda::settle_decode_warps(c->warps, decode_blocks(p, *c), splits, p.attn.seqlen_k,
+                                         sms, cuda::cluster_merge_allowed(*c, splits));
   }
   c->cluster_merge = merges_in_cluster(device, p, *c, splits);
 }
@@ -168,7 +171,7 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     int blocks_per_sm = 0;
     const cudaError_t err = cuda::decode_blocks_per_sm(p.attn.dtype, choice, &blocks_per_sm);
     if (err != cudaSuccess) return device_error("decode occupancy", err);
-    const int64_t blocks = p.attn.batch * p.attn.heads_kv * choice.row_chunks;
+    const int64_t blocks = decode_blocks(p, choice);
     const int round_keys = choice.tensor_cores ? cuda::kDecodeMmaTileKeys * choice.warps : 1;
     uint32_t cluster_splits = 0;
     for (int s = 2; s <= cuda::kMaxClusterSplits; ++s) {
