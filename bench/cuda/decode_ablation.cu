@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
   variants.push_back(mma_variant<4, 2, 3>(true));
   variants.push_back(mma_variant<8, 2>(true));
   variants.push_back(mma_variant<8, 3>(true));
+  variants.push_back(mma_variant<4, 4>(true));  // deeper ring (decode-h200.md)
   variants.push_back(mma_variant<4, 2>(false));
 
   std::vector<Row> rows = {
