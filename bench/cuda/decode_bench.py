@@ -17,6 +17,13 @@ The reference bandwidth is a device-to-device torch copy of 1 GiB measured at
 the start of the same run, counted as read + write (2*bytes/t); "% copy" is
 our bytes/s over that figure.
 
+Beside them each row times a copy that moves the row's K+V byte count (half
+read, half written: dst.copy_(src) of bytes/2, rotated over as many buffers as
+the inputs), under the same protocol. Its "% copy" says what a copy itself
+reaches at this size, with the per-call costs every implementation pays (the
+event pair, the kernel's start and its last wave); where it is below 85%, so
+is any kernel that reads those bytes. Rows with a cache over 2 GiB skip it.
+
 Each call is timed with CUDA events after a warm-up; the median of the repeats
 is one round's time. Every implementation is timed in --rounds rounds, in turn
 with the others, and reports its best round. Inputs (cache, q, out) exist in enough copies that the set
@@ -63,7 +70,8 @@ from fastattn_abi import (  # the ctypes mirror of fastattn.h, beside this scrip
 # ---------------------------------------------------------------------------
 
 HQ, D, PAGE = 32, 128, 16
-IMPLS = ("ours_contiguous", "ours_paged16", "flash", "cudnn")
+SAME_BYTES_COPY = "copy_same_bytes"
+IMPLS = ("ours_contiguous", "ours_paged16", "flash", "cudnn", SAME_BYTES_COPY)
 PEERS = ("flash", "cudnn")
 TOL = {"fp16": 0.02, "bf16": 0.05}     # loose sanity bound vs SDPA; the tests do the strict check
 TIGHT = {"fp16": 1e-3, "bf16": 1e-2}   # our kernel vs itself over the same keys in another layout
@@ -73,6 +81,7 @@ MAX_COPIES = 64
 TWO_COPIES_UP_TO = 4 << 30
 COPY_BYTES = 1 << 30                   # the copy-bandwidth buffer
 COPY_REPEATS = 20
+SAME_BYTES_COPY_UP_TO = 2 << 30        # rows whose cache is larger need no floor (they read at copy speed)
 BIG_KEYS = 8 << 20                     # summary: rows with B*Hkv*Lk >= 8M keys
 BYTES_FORMULA = "2*B*Lk*Hkv*D*2"
 
@@ -510,6 +519,7 @@ def run_row(torch, lib, row, opts, sleep, copy_rw_tbps):
             result["check"] = "MISMATCH (our call failed)"
     for p in peers.values():
         p.out0 = None  # the references are no longer needed
+    same_bytes_copy, result["status"][SAME_BYTES_COPY] = same_bytes_copy_call(torch, cache_bytes, n_copies)
 
     # Every implementation is timed once per round, in turn; each reports its best round, so
     # none is judged by the GPU state another one's timing or the checks left behind.
@@ -520,6 +530,10 @@ def run_row(torch, lib, row, opts, sleep, copy_rw_tbps):
             result["ms"][name], result["status"][name] = None, p.status
         else:
             fns[name] = p.fn
+    if same_bytes_copy is not None:
+        fns[SAME_BYTES_COPY] = same_bytes_copy
+    else:
+        result["ms"][SAME_BYTES_COPY] = None
     result["rounds_ms"] = {name: [] for name in fns}
     for _ in range(opts.rounds):
         for name, fn in fns.items():
@@ -534,11 +548,26 @@ def run_row(torch, lib, row, opts, sleep, copy_rw_tbps):
             result["status"][name] = "ok (expanded)"
 
     p = o = None  # the loop variables also hold tensors
-    del ours, ours_id, peers, copies, cache_seqlens, page_table, identity
+    del ours, ours_id, peers, copies, cache_seqlens, page_table, identity, same_bytes_copy, fns
     torch.cuda.empty_cache()
     result["tbps"] = {n: (cache_bytes / (ms * 1e-3) / 1e12 if ms else None) for n, ms in result["ms"].items()}
     result["frac_copy"] = {n: (tb / copy_rw_tbps if tb is not None else None) for n, tb in result["tbps"].items()}
     return result
+
+
+def same_bytes_copy_call(torch, cache_bytes, n_copies):
+    """(callable, status): dst.copy_(src) moving cache_bytes (half read, half written), over
+    n_copies buffer pairs in turn so that, like the inputs, no call finds its data in L2."""
+    if cache_bytes > SAME_BYTES_COPY_UP_TO:
+        return None, f"n/a: cache over {SAME_BYTES_COPY_UP_TO / GIB:g} GiB"
+    half = cache_bytes // 2
+    if not fits(torch, 2 * half * n_copies):
+        return None, "n/a: no room"
+    pairs = []
+    for _ in range(n_copies):
+        src = torch.randint(0, 256, (half,), dtype=torch.uint8, device="cuda")
+        pairs.append((src, torch.empty_like(src)))
+    return rotating([lambda src=src, dst=dst: dst.copy_(src) for src, dst in pairs]), "ok"
 
 
 def measure_copy(torch, opts, sleep):
@@ -581,7 +610,7 @@ def print_row_line(res):
             parts.append(f"{name} {st}")
             continue
         cell = f"{name} {ms * 1e3:.1f} us {tb:.2f} TB/s"
-        if name.startswith("ours"):
+        if name.startswith("ours") or name == SAME_BYTES_COPY:
             cell += f" {100 * res['frac_copy'][name]:.0f}% copy"
         elif res["expanded"].get(name):
             cell += " (expanded)"
@@ -606,7 +635,7 @@ def write_json(fh, res, env):
             rec["num_splits"] = res["splits"].get(name)
             rec["workspace_bytes"] = res["workspace"].get(name)
             rec["check"], rec["maxdiff"], rec["check_ref"] = res["check"], res["maxdiff"], res.get("check_ref")
-        else:
+        elif name in PEERS:
             rec["expanded"] = res["expanded"].get(name, False)
         fh.write(json.dumps(rec) + "\n")
     fh.flush()
@@ -623,11 +652,13 @@ def fmt_num(x, spec, status=None):
 def print_table(results, copy_rw_tbps):
     head = (f"{'dtype':5} {'B':>3} {'Hkv':>3} {'Lk':>6} {'splits':>7} | "
             f"{'contig us':>9} {'TB/s':>5} {'%cp':>4} | {'paged us':>9} {'TB/s':>5} {'%cp':>4} {'p/c':>5} | "
-            f"{'FA2 us':>9} {'TB/s':>6} | {'cuDNN us':>9} {'TB/s':>6} | {'ours/best':>9}")
+            f"{'FA2 us':>9} {'TB/s':>6} | {'cuDNN us':>9} {'TB/s':>6} | {'ours/best':>9} | "
+            f"{'copy us':>8} {'%cp':>4}")
     print(f"\nTB/s of K+V read ({BYTES_FORMULA} bytes, Hq={HQ}, D={D}, Lq=1); %cp = of the copy's "
           f"read+write bandwidth {copy_rw_tbps:.2f} TB/s; p/c = paged16 time / contiguous time; "
           "ours/best = faster peer's time / our contiguous time (> 1: ours faster); "
-          "* = peer ran on K/V expanded to Hq heads", flush=True)
+          "* = peer ran on K/V expanded to Hq heads; copy = a copy moving the same bytes "
+          "(half read, half written), timed the same way", flush=True)
     print(head)
     print("-" * len(head))
     for res in results:
@@ -651,7 +682,11 @@ def print_table(results, copy_rw_tbps):
         best_ms, best_name = best_peer(res)
         r = ratio(best_ms, ms["ours_contiguous"])
         mark = "*" if best_name and res["expanded"].get(best_name) and r is not None else ""
-        cells.append(f"{fmt_num(r, '8.2f') + ('x' if r is not None else '') + mark:>9}")
+        cells.append(f"{fmt_num(r, '8.2f') + ('x' if r is not None else '') + mark:>9} |")
+        us = ms[SAME_BYTES_COPY] * 1e3 if ms[SAME_BYTES_COPY] is not None else None
+        fcc = fc[SAME_BYTES_COPY]
+        cells.append(f"{fmt_num(us, '8.1f', st[SAME_BYTES_COPY]):>8} "
+                     f"{fmt_num(fcc * 100 if fcc is not None else None, '4.0f'):>4}")
         line = " ".join(cells)
         if res["check"].startswith("MISMATCH"):
             line += " MISMATCH"
@@ -667,13 +702,20 @@ def print_summary(results, copy_rw_tbps):
         dtype_name, B, Hkv, Lk = r["row"]
         return f"{dtype_name}/B{B}/Hkv{Hkv}/Lk{Lk}"
 
+    def pct(f):
+        return f"{100 * f:.0f}%" if f is not None else "-"
+
     def at_85(rows, what):
         fracs = [(r, r["frac_copy"].get("ours_contiguous")) for r in rows]
         hit = sum(f is not None and f >= 0.85 for _, f in fracs)
-        miss = [f"{label(r)} {100 * f:.0f}%" if f is not None else f"{label(r)} -"
-                for r, f in fracs if f is None or f < 0.85]
+        miss = [r for r, f in fracs if f is None or f < 0.85]
+        cells = [f"{label(r)} {pct(r['frac_copy'].get('ours_contiguous'))} "
+                 f"(copy {pct(r['frac_copy'].get(SAME_BYTES_COPY))})" for r in miss]
         print(f"  ours contiguous >= 85% of copy BW, {what}: {hit} of {len(rows)}"
-              + (f" (below: {', '.join(miss)})" if miss else ""))
+              + (f" (below, beside the same bytes copied: {', '.join(cells)})" if cells else ""))
+        copy_short = [r for r in miss if (r["frac_copy"].get(SAME_BYTES_COPY) or 1.0) < 0.85]
+        if miss:
+            print(f"    of those {len(miss)}, a copy of the same bytes is itself below 85% in {len(copy_short)}")
 
     at_85([r for r in ran if r["row"][1] * r["row"][2] * r["row"][3] >= BIG_KEYS],
           "rows with B*Hkv*Lk >= 8M keys")

@@ -196,6 +196,44 @@ TEST(DecodeSelect, LongSplitsOnHalfTheSmsOrMoreRunFourWarps) {
   }
 }
 
+TEST(DecodeSelect, LongContiguousFourWarpSplitsRunOneBlockAnSmOnAnH100) {
+  DecodeChoice c;
+  c.tensor_cores = true;
+  c.head_dim = 128;
+  c.warps = 4;
+  const int64_t at = kOneBlockPerSmKeys;
+  const double h100 = 3352.3 / 132, h200 = 4800.0 / 132;  // GB/s an SM
+  auto one = [&](const DecodeChoice& choice, int splits, int64_t keys) {
+    return settle_decode_occupancy(choice, 90, false, splits, keys, h100);
+  };
+  EXPECT_TRUE(one(c, 1, at)) << "one split of the threshold";
+  EXPECT_TRUE(one(c, 1, 131072));
+  EXPECT_FALSE(one(c, 1, at - 1)) << "one key short";
+  EXPECT_FALSE(one(c, 1, 1024)) << "short blocks keep two an SM";
+  EXPECT_TRUE(one(c, 16, 16 * at)) << "16 splits of the threshold";
+  EXPECT_TRUE(one(c, 2, 2 * at - 1)) << "a split's keys round up";
+  EXPECT_FALSE(one(c, 2, 2 * at - 2));
+  EXPECT_FALSE(settle_decode_occupancy(c, 90, true, 1, 131072, h100)) << "paged";
+  EXPECT_FALSE(settle_decode_occupancy(c, 90, false, 1, 131072, h200)) << "an H200's bandwidth";
+  EXPECT_FALSE(settle_decode_occupancy(c, 90, false, 1, 131072, 0.0)) << "bandwidth unknown";
+  EXPECT_FALSE(settle_decode_occupancy(c, 80, false, 1, 131072, 1555.0 / 108)) << "an A100";
+  DecodeChoice other = c;
+  other.warps = 8;
+  EXPECT_FALSE(one(other, 1, 131072)) << "8 warps fill an SM already";
+  other = c;
+  other.head_dim = 64;
+  EXPECT_FALSE(one(other, 1, 131072)) << "D = 64 was not measured";
+  other = c;
+  other.head_dim = 256;
+  EXPECT_FALSE(one(other, 1, 131072)) << "D = 256 fills an SM already";
+  other = c;
+  other.cluster_merge = true;
+  EXPECT_FALSE(one(other, 4, 131072)) << "clusters keep their footprint";
+  other = c;
+  other.tensor_cores = false;
+  EXPECT_FALSE(one(other, 1, 131072)) << "the CUDA-core kernel";
+}
+
 TEST(DecodeSelect, WorkspaceHoldsEveryPartialState) {
   const DecodeParams p = problem(2, 128);
   DecodeChoice sm80;

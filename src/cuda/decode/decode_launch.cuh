@@ -2,6 +2,8 @@
 // (dtype, head dim) per translation unit, every row count in it.
 #pragma once
 
+#include <algorithm>
+
 #include "cuda/decode/decode_kernel.cuh"
 #include "cuda/decode/decode_mma_kernel.cuh"
 #include "cuda/decode_launch.h"
@@ -16,10 +18,30 @@ template <typename Elem, int kHeadDim, int kWarps>
 using DecodeMmaConfig = DecodeMmaTraits<Elem, kHeadDim, kWarps, 2>;
 
 template <typename Traits>
-cudaError_t allow_decode_smem() {
-  if (Traits::kSmemBytes <= 48 * 1024) return cudaSuccess;
+cudaError_t allow_decode_smem(int bytes = Traits::kSmemBytes) {
+  if (bytes <= 48 * 1024) return cudaSuccess;
   return cudaFuncSetAttribute(decode_mma_kernel<Traits>,
-                              cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+                              cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+}
+
+// Dynamic shared memory for a block of Traits: its own, or for
+// c.one_block_per_sm more than half of what an SM holds, so that no second
+// block fits beside it (the rest stays unused).
+template <typename Traits>
+cudaError_t decode_block_smem(const DecodeChoice& c, int* bytes) {
+  *bytes = Traits::kSmemBytes;
+  if (!c.one_block_per_sm) return cudaSuccess;
+  int device = 0, per_sm = 0, per_block = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  }
+  if (err == cudaSuccess) {
+    err = cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  }
+  if (err != cudaSuccess) return err;
+  *bytes = std::max(*bytes, std::min(per_block, per_sm / 2 + 1));
+  return cudaSuccess;
 }
 
 // The planner counts a split's keys in rounds of kDecodeMmaTileKeys-key tiles.
@@ -49,10 +71,12 @@ cudaLaunchConfig_t cluster_config(dim3 grid, int cluster_size, cudaStream_t stre
 template <typename Traits>
 cudaError_t launch_decode_mma(const DecodeKernelParams& p, const DecodeChoice& c,
                               cudaStream_t stream) {
-  if (const cudaError_t err = allow_decode_smem<Traits>(); err != cudaSuccess) return err;
+  int smem = 0;
+  if (const cudaError_t err = decode_block_smem<Traits>(c, &smem); err != cudaSuccess) return err;
+  if (const cudaError_t err = allow_decode_smem<Traits>(smem); err != cudaSuccess) return err;
   const dim3 grid(c.num_splits * c.row_chunks, p.heads_kv, p.batch);
   if (!c.cluster_merge) {
-    decode_mma_kernel<Traits><<<grid, Traits::kThreads, Traits::kSmemBytes, stream>>>(p);
+    decode_mma_kernel<Traits><<<grid, Traits::kThreads, smem, stream>>>(p);
     return cudaGetLastError();
   }
   // The splits of one (sequence, KV head, row chunk) as one cluster.

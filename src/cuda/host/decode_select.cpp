@@ -125,6 +125,16 @@ int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_k
   return keys_per_split >= kFourWarpSplitKeys && fills_half ? 4 : 8;
 }
 
+bool settle_decode_occupancy(const DecodeChoice& c, int capability, bool paged, int num_splits,
+                             int64_t max_keys, double dram_gbps_per_sm) {
+  if (!c.tensor_cores || c.warps != 4 || c.head_dim != 128 || c.cluster_merge || paged ||
+      capability != 90 || num_splits < 1) {
+    return false;
+  }
+  if (!(dram_gbps_per_sm > 0.0 && dram_gbps_per_sm < kOneBlockPerSmDramGBps)) return false;
+  return (max_keys + num_splits - 1) / num_splits >= kOneBlockPerSmKeys;
+}
+
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
                       int round_keys, uint32_t cluster_splits) {
   if (blocks <= 0) return 1;

@@ -46,6 +46,9 @@ struct DecodeChoice {
   bool clusters = false;
   bool cluster_merge = false;
   int warps = 4;       // tensor cores: warps per block, 4 or 8 (settle_decode_warps)
+  // The 4-warp blocks ask for more than half an SM's shared memory, so that
+  // one runs an SM instead of two or three (settle_decode_occupancy).
+  bool one_block_per_sm = false;
   int rows = 0;        // query rows per block: 16 on tensor cores, else 1, 2, 4 or 8
   int row_chunks = 0;  // blocks per (sequence, KV head, split) to cover G * Lq rows
   int num_splits = 1;
@@ -88,6 +91,28 @@ inline constexpr int64_t kFourWarpSplitKeys = 4096;
 int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_keys, int sms,
                         bool clustered);
 
+// When the 4-warp blocks at D = 128 run one an SM instead of two or three:
+// splits of at least kOneBlockPerSmKeys keys from a contiguous cache, on
+// sm90 devices whose DRAM gives each SM under kOneBlockPerSmDramGBps GB/s.
+// Measured with 512-2048 blocks of one split (batch 16 and 64, 8 and 32 KV
+// heads), one process per library and round:
+// - H100 SXM (3.35 TB/s peak, 25 GB/s an SM): contiguous 8K-128K keys
+//   0.7-1.9% faster (3.12-3.16 TB/s against 3.07-3.11, the rate 128 blocks
+//   reach one an SM), level at 4K, 3-8% slower at 1K (where a second
+//   block's reads cover one block's start and end); paged 0-1% slower at 8K.
+// - H200 (4.8 TB/s, 36 GB/s an SM): contiguous between 1.1% slower and 1.3%
+//   faster, paged 1-4.5% slower: there one block's copies in flight are too
+//   few for the bandwidth.
+inline constexpr int64_t kOneBlockPerSmKeys = 8192;
+inline constexpr double kOneBlockPerSmDramGBps = 30.0;
+// Whether the blocks of `c` (warps and merge settled) with `num_splits`
+// splits of `max_keys` run one an SM, on a device of `capability` (major *
+// 10 + minor) whose peak DRAM bandwidth is `dram_gbps_per_sm` an SM (0:
+// unknown). Only the shape measured: 4-warp tensor-core blocks at D = 128
+// (8-warp blocks and D = 256 fill an SM's shared memory anyway), not merged
+// in clusters (their residency was checked for the kernel's own footprint).
+bool settle_decode_occupancy(const DecodeChoice& c, int capability, bool paged, int num_splits,
+                             int64_t max_keys, double dram_gbps_per_sm);
 // Splits per (sequence, KV head, row chunk): those that minimise waves of
 // resident blocks (sms * blocks_per_sm) times each block's keys plus its
 // fixed cost, plus the merge's cost per split, so neither a batch of one nor

@@ -147,8 +147,22 @@ bool merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoi
   return decode_blocks(p, c) <= int64_t(resident);
 }
 
-// Fixes the choice's splits, the warps they run with, and how they merge: in
-// clusters where they fit, else through the workspace and the merge kernel.
+// The device's peak DRAM bandwidth over its SMs in GB/s (memory clock x
+// bus width, both edges of the clock); 0 where the runtime does not say.
+double dram_gbps_per_sm(int device, int sms) {
+  int clock_khz = 0, bus_bits = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess ||
+      sms <= 0) {
+    cudaGetLastError();  // not sticky: clear it so that later calls do not see it
+    return 0.0;
+  }
+  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9 / sms;
+}
+
+// Fixes the choice's splits, the warps they run with, how they merge (in
+// clusters where they fit, else through the workspace and the merge kernel)
+// and how many blocks share an SM.
 // The plan and every run take the same path through here.
 void settle_splits(int device, const DecodeParams& p, int splits, int sms,
                    cuda::DecodeChoice* c) {
@@ -158,6 +172,9 @@ void settle_splits(int device, const DecodeParams& p, int splits, int sms,
                                          sms, cuda::cluster_merge_allowed(*c, splits));
   }
   c->cluster_merge = merges_in_cluster(device, p, *c, splits);
+  c->one_block_per_sm =
+      cuda::settle_decode_occupancy(*c, cuda::device_capability(device), p.attn.kv.page_table != nullptr,
+                                    splits, p.attn.seqlen_k, dram_gbps_per_sm(device, sms));
 }
 
 Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
