@@ -583,21 +583,11 @@ std::vector<Spec> decode_matrix() {
     s.cache_lens = {4100, 3000, 4099, 1, 0, 4100, 2048, 4097, 4100};
     s.splits = 1;
     add(s);
-  }
-  // One split of kOneBlockPerSmKeys keys or more on 4-warp blocks at D =
-  // 128 (72 blocks, over half an H100's SMs): on an H100 one block an SM
-  // (settle_decode_occupancy), beside sequences far shorter than the split;
-  // paged, the same problem on the usual two or three.
-  for (int64_t page : {0, 16}) {
-    Spec s;
+    // One split of kOneBlockPerSmKeys keys or more at D = 128: on an H100,
+    // contiguous, one block an SM (settle_decode_occupancy); paged, two.
     s.name = page == 0 ? "long-one-split-one-block-an-sm" : "long-one-split-one-block-an-sm-paged16";
-    s.batch = 9;
-    s.hq = 8;
-    s.hkv = 8;
     s.d = 128;
     s.cache_lens = {8200, 3000, 8199, 1, 0, 8200, 4096, 8193, 8200};
-    s.page_size = page;
-    s.splits = 1;
     add(s);
   }
   {
