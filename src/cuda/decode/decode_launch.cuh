@@ -2,8 +2,6 @@
 // (dtype, head dim) per translation unit, every row count in it.
 #pragma once
 
-#include <algorithm>
-
 #include "cuda/decode/decode_kernel.cuh"
 #include "cuda/decode/decode_mma_kernel.cuh"
 #include "cuda/decode_launch.h"
@@ -24,25 +22,6 @@ cudaError_t allow_decode_smem(int bytes = Traits::kSmemBytes) {
                               cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
 }
 
-// Dynamic shared memory for a block of Traits: its own, or for
-// c.one_block_per_sm more than half of what an SM holds, so that no second
-// block fits beside it (the rest stays unused).
-template <typename Traits>
-cudaError_t decode_block_smem(const DecodeChoice& c, int* bytes) {
-  *bytes = Traits::kSmemBytes;
-  if (!c.one_block_per_sm) return cudaSuccess;
-  int device = 0, per_sm = 0, per_block = 0;
-  cudaError_t err = cudaGetDevice(&device);
-  if (err == cudaSuccess) {
-    err = cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-  }
-  if (err == cudaSuccess) {
-    err = cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-  }
-  if (err != cudaSuccess) return err;
-  *bytes = std::max(*bytes, std::min(per_block, per_sm / 2 + 1));
-  return cudaSuccess;
-}
 
 // The planner counts a split's keys in rounds of kDecodeMmaTileKeys-key tiles.
 static_assert(DecodeMmaConfig<__half, 128, 8>::kTileKeys == kDecodeMmaTileKeys,
@@ -71,8 +50,9 @@ cudaLaunchConfig_t cluster_config(dim3 grid, int cluster_size, cudaStream_t stre
 template <typename Traits>
 cudaError_t launch_decode_mma(const DecodeKernelParams& p, const DecodeChoice& c,
                               cudaStream_t stream) {
-  int smem = 0;
-  if (const cudaError_t err = decode_block_smem<Traits>(c, &smem); err != cudaSuccess) return err;
+  // Past the kernel's own footprint the shared memory stays unused: it only
+  // keeps a second block off the SM (c.min_block_smem).
+  const int smem = Traits::kSmemBytes > c.min_block_smem ? Traits::kSmemBytes : c.min_block_smem;
   if (const cudaError_t err = allow_decode_smem<Traits>(smem); err != cudaSuccess) return err;
   const dim3 grid(c.num_splits * c.row_chunks, p.heads_kv, p.batch);
   if (!c.cluster_merge) {

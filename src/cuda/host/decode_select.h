@@ -46,9 +46,10 @@ struct DecodeChoice {
   bool clusters = false;
   bool cluster_merge = false;
   int warps = 4;       // tensor cores: warps per block, 4 or 8 (settle_decode_warps)
-  // The 4-warp blocks ask for more than half an SM's shared memory, so that
-  // one runs an SM instead of two or three (settle_decode_occupancy).
-  bool one_block_per_sm = false;
+  // Dynamic shared memory a tensor-core block asks for at least: more than
+  // half an SM's where one block runs an SM instead of two or three
+  // (settle_decode_occupancy), else 0 (the kernel's own).
+  int min_block_smem = 0;
   int rows = 0;        // query rows per block: 16 on tensor cores, else 1, 2, 4 or 8
   int row_chunks = 0;  // blocks per (sequence, KV head, split) to cover G * Lq rows
   int num_splits = 1;

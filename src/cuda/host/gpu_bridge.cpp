@@ -1,6 +1,7 @@
 // The CUDA backend behind the API layer's gpu:: interface.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <string>
@@ -147,17 +148,38 @@ bool merges_in_cluster(int device, const DecodeParams& p, const cuda::DecodeChoi
   return decode_blocks(p, c) <= int64_t(resident);
 }
 
-// The device's peak DRAM bandwidth over its SMs in GB/s (memory clock x
-// bus width, both edges of the clock); 0 where the runtime does not say.
-double dram_gbps_per_sm(int device, int sms) {
-  int clock_khz = 0, bus_bits = 0;
-  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) != cudaSuccess ||
-      sms <= 0) {
+// What settle_decode_occupancy needs of a device, asked of the runtime once
+// per device (every run settles its splits again and must not pay for it).
+struct DecodeMemoryFacts {
+  // Peak DRAM bandwidth over the SMs in GB/s (memory clock x bus width, both
+  // edges of the clock); 0 where the runtime does not say.
+  double dram_gbps_per_sm = 0.0;
+  // Dynamic shared memory over half an SM's (within a block's limit), so
+  // that no second block fits beside one.
+  int one_block_smem = 0;
+};
+
+DecodeMemoryFacts decode_memory_facts(int device, int sms) {
+  static std::mutex mutex;
+  static std::map<int, DecodeMemoryFacts> known;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = known.find(device); it != known.end()) return it->second;
+  DecodeMemoryFacts facts;
+  int clock_khz = 0, bus_bits = 0, per_sm = 0, per_block = 0;
+  if (cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, device) == cudaSuccess &&
+      cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device) ==
+          cudaSuccess &&
+      cudaDeviceGetAttribute(&per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) ==
+          cudaSuccess &&
+      sms > 0) {
+    facts.dram_gbps_per_sm = 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9 / sms;
+    facts.one_block_smem = std::min(per_block, per_sm / 2 + 1);
+  } else {
     cudaGetLastError();  // not sticky: clear it so that later calls do not see it
-    return 0.0;
   }
-  return 2.0 * clock_khz * 1e3 * (bus_bits / 8.0) / 1e9 / sms;
+  known.emplace(device, facts);
+  return facts;
 }
 
 // Fixes the choice's splits, the warps they run with, how they merge (in
@@ -172,9 +194,13 @@ void settle_splits(int device, const DecodeParams& p, int splits, int sms,
                                          sms, cuda::cluster_merge_allowed(*c, splits));
   }
   c->cluster_merge = merges_in_cluster(device, p, *c, splits);
-  c->one_block_per_sm =
-      cuda::settle_decode_occupancy(*c, cuda::device_capability(device), p.attn.kv.page_table != nullptr,
-                                    splits, p.attn.seqlen_k, dram_gbps_per_sm(device, sms));
+  const DecodeMemoryFacts facts = decode_memory_facts(device, sms);
+  c->min_block_smem =
+      cuda::settle_decode_occupancy(*c, cuda::device_capability(device),
+                                    p.attn.kv.page_table != nullptr, splits, p.attn.seqlen_k,
+                                    facts.dram_gbps_per_sm)
+          ? facts.one_block_smem
+          : 0;
 }
 
 Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
