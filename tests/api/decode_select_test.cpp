@@ -234,6 +234,42 @@ TEST(DecodeSelect, LongContiguousFourWarpSplitsRunOneBlockAnSmOnAnH100) {
   EXPECT_FALSE(one(other, 1, 131072)) << "the CUDA-core kernel";
 }
 
+TEST(DecodeSelect, FewBlocksOnAnH100ReadInClustersOfFourToEight) {
+  DecodeChoice c;
+  c.tensor_cores = true;
+  c.head_dim = 128;
+  c.warps = 8;
+  const double h100 = 3352.3 / 132, h200 = 4800.0 / 132;  // GB/s an SM
+  uint32_t all = 0;  // every count from 2 to 8 merges in clusters
+  for (int s = 2; s <= kMaxClusterSplits; ++s) all |= 1u << s;
+  auto prefer = [&](int64_t blocks, int splits, uint32_t clusters = 0xffffffffu) {
+    return prefer_cluster_read_splits(c, blocks, splits, clusters == 0xffffffffu ? all : clusters,
+                                      90, h100);
+  };
+  EXPECT_EQ(prefer(8, 16), 8) << "batch 1, 8 KV heads: 64 blocks in clusters of 8";
+  EXPECT_EQ(prefer(16, 8), 4) << "batch 2, 8 KV heads: 64 blocks in clusters of 4";
+  EXPECT_EQ(prefer(32, 4), 4) << "clusters of 2 read slower than 128 blocks";
+  EXPECT_EQ(prefer(64, 2), 2) << "64 blocks without clusters read slower too";
+  EXPECT_EQ(prefer(8, 8), 8) << "already the largest cluster count";
+  EXPECT_EQ(prefer(4, 32), 32) << "16 blocks in clusters of 8 are too few";
+  EXPECT_EQ(prefer(9, 16), 8) << "72 blocks";
+  EXPECT_EQ(prefer(8, 16, all & ~(1u << 8)), 16) << "7 splits make 56 blocks: too few";
+  EXPECT_EQ(prefer(16, 16), 4) << "the fewest splits that make 64 blocks";
+  EXPECT_EQ(prefer(16, 16, all & ~(1u << 4)), 5) << "the fewest whose clusters are resident";
+  EXPECT_EQ(prefer_cluster_read_splits(c, 8, 16, all, 90, h200), 16) << "an H200's bandwidth";
+  EXPECT_EQ(prefer_cluster_read_splits(c, 8, 16, all, 90, 0.0), 16) << "bandwidth unknown";
+  EXPECT_EQ(prefer_cluster_read_splits(c, 8, 16, all, 80, 1555.0 / 108), 16) << "an A100";
+  DecodeChoice other = c;
+  other.warps = 4;
+  EXPECT_EQ(prefer_cluster_read_splits(other, 8, 16, all, 90, h100), 16) << "4-warp blocks";
+  other = c;
+  other.head_dim = 64;
+  EXPECT_EQ(prefer_cluster_read_splits(other, 8, 16, all, 90, h100), 16) << "D = 64";
+  other = c;
+  other.tensor_cores = false;
+  EXPECT_EQ(prefer_cluster_read_splits(other, 8, 16, all, 90, h100), 16) << "CUDA cores";
+}
+
 TEST(DecodeSelect, WorkspaceHoldsEveryPartialState) {
   const DecodeParams p = problem(2, 128);
   DecodeChoice sm80;

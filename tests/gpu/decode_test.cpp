@@ -555,6 +555,24 @@ std::vector<Spec> decode_matrix() {
     s.splits = 1;
     add(s);
   }
+  // Few (sequence, KV head) blocks at D = 128: on an H100 the planner takes
+  // the fewest splits merged in clusters of 4 to 8 that make 64 blocks
+  // (prefer_cluster_read_splits), 8 at batch 1 and 4 at batch 2, where the
+  // short second sequence leaves splits without keys.
+  for (int64_t page : {0, 16}) {
+    Spec s;
+    s.name = page == 0 ? "cluster-read-batch1" : "cluster-read-batch1-paged16";
+    s.batch = 1;
+    s.hq = 32;
+    s.hkv = 8;
+    s.cache_lens = {20000};
+    s.page_size = page;
+    add(s);
+    s.name = page == 0 ? "cluster-read-batch2" : "cluster-read-batch2-paged16";
+    s.batch = 2;
+    s.cache_lens = {20000, 700};
+    add(s);
+  }
   // Splits of 4K keys or more on half an H100's SMs or more (8 KV heads):
   // merged in clusters by 8-warp blocks (3 splits), and run by 4-warp
   // blocks where the planner modelled 8 (settle_decode_warps): 9 splits

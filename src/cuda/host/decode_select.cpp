@@ -166,6 +166,18 @@ int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_
   return static_cast<int>(best);
 }
 
+int prefer_cluster_read_splits(const DecodeChoice& c, int64_t blocks, int num_splits,
+                               uint32_t cluster_splits, int capability, double dram_gbps_per_sm) {
+  if (!c.tensor_cores || c.warps != 8 || c.head_dim != 128 || capability != 90 || blocks <= 0) {
+    return num_splits;
+  }
+  if (!(dram_gbps_per_sm > 0.0 && dram_gbps_per_sm < kOneBlockPerSmDramGBps)) return num_splits;
+  for (int s = kClusterReadMinSplits; s <= std::min(num_splits - 1, kMaxClusterSplits); ++s) {
+    if (((cluster_splits >> s) & 1u) != 0 && blocks * s >= kClusterReadBlocks) return s;
+  }
+  return num_splits;
+}
+
 uint64_t decode_workspace_lse_offset(const DecodeParams& p, int num_splits) {
   const AttentionParams& a = p.attn;
   return align256(uint64_t(num_splits) * a.batch * a.seqlen_q * a.heads_q * a.head_dim *

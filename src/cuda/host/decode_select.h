@@ -125,6 +125,34 @@ bool settle_decode_occupancy(const DecodeChoice& c, int capability, bool paged, 
 int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_sm,
                       int round_keys, uint32_t cluster_splits = 0);
 
+// Fewer, longer splits where the planner's model (choose_num_splits) would
+// spread few blocks over every SM: on an H100, 64 blocks of 8 warps merged in
+// clusters of 4 or 8 already read at the DRAM's speed (3.12 TB/s at batch 1
+// with 8 KV heads, 8 splits), while 128 through the merge kernel read at
+// 2.9-3.0 TB/s and finish less evenly. Forced split counts, one process,
+// two rounds, us (the run of decode-h100.md):
+// - batch 1, 8 KV heads: 8 splits against the model's 16: 51.8-51.9 against
+//   53.2-53.5 at 32K keys, 178.1 against 180.6 at 128K;
+// - batch 2, 8 KV heads, 32K keys: 4 splits 92.9 against 8 splits 95.9-96.2;
+// - but clusters of 2, and 64 blocks without clusters, read slower than 128
+//   blocks: batch 4 with 8 KV heads, 2 splits against 4: 187.3-187.4 against
+//   181.9-182.2; batch 1 with 32 KV heads, 2 against 4: 188.4-188.8 against
+//   182.0-182.3 at 32K keys, 735.6-741.4 against 696.7-702.5 at 128K; batch 2
+//   with 32 KV heads, 1 split against 2: 358.6 against 351.8-353.9.
+// The H200 (36 GB/s of DRAM an SM against the H100's 25) needs more blocks in
+// flight for its bandwidth and keeps the model's count.
+inline constexpr int64_t kClusterReadBlocks = 64;
+inline constexpr int kClusterReadMinSplits = 4;
+// The split count to run instead of the model's `num_splits` for 8-warp
+// tensor-core blocks at D = 128 (`c`, warps not yet settled): the fewest
+// splits from kClusterReadMinSplits to kMaxClusterSplits, below `num_splits`,
+// that merge in clusters (bit s of `cluster_splits`) and make at least
+// kClusterReadBlocks blocks of the `blocks` (sequence, KV head, row chunk)
+// triples, on sm90 devices with under kOneBlockPerSmDramGBps of DRAM an SM
+// (`dram_gbps_per_sm`, 0: unknown); else `num_splits`.
+int prefer_cluster_read_splits(const DecodeChoice& c, int64_t blocks, int num_splits,
+                               uint32_t cluster_splits, int capability, double dram_gbps_per_sm);
+
 // Whether `num_splits` splits may merge inside their thread-block cluster
 // (tensor-core kernel, sm90 and newer, 2 to kMaxClusterSplits splits): the
 // merge then needs no partial states in global memory and no second kernel.

@@ -222,6 +222,9 @@ Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_deco
     }
     splits = cuda::choose_num_splits(blocks, p.attn.seqlen_k, sms, blocks_per_sm, round_keys,
                                      cluster_splits);
+    splits = cuda::prefer_cluster_read_splits(choice, blocks, splits, cluster_splits,
+                                              cuda::device_capability(device),
+                                              decode_memory_facts(device, sms).dram_gbps_per_sm);
   }
   settle_splits(device, p, splits, sms, &choice);
   plan->num_splits = splits;
