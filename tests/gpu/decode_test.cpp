@@ -572,6 +572,16 @@ std::vector<Spec> decode_matrix() {
     s.batch = 2;
     s.cache_lens = {20000, 700};
     add(s);
+    // 32 KV heads in 4 splits of 8250 keys: on an H100 the 32 clusters of
+    // four 8-warp blocks do not all fit, so 4-warp blocks run them and merge
+    // through the merge kernel (settle_decode_warps), contiguous one an SM.
+    s.name = page == 0 ? "four-warps-where-clusters-do-not-fit"
+                       : "four-warps-where-clusters-do-not-fit-paged16";
+    s.batch = 1;
+    s.hkv = 32;
+    s.cache_lens = {33000};
+    s.splits = 4;
+    add(s);
   }
   // Splits of 4K keys or more on half an H100's SMs or more (8 KV heads):
   // merged in clusters by 8-warp blocks (3 splits), and run by 4-warp

@@ -83,10 +83,16 @@ inline constexpr int64_t kFourWarpSplitKeys = 4096;
 // (choose_decode_warps) where it is 4, and 4 instead of 8 where each split
 // holds at least kFourWarpSplitKeys of `max_keys`, the blocks with their
 // splits fill at least half the SMs (fewer blocks keep 8 warps' reads in
-// flight), and the splits do not merge in clusters (`clustered`): two or
-// three 4-warp blocks fit an SM, and a cluster's blocks may share SMs while
-// others idle (batch 1, 32 KV heads, 4 splits of 32K keys: 725 us against
-// 700 with 8 warps on one H100, 698 against 700 on another). The splits
+// flight), and the 8-warp blocks' splits do not merge in clusters
+// (`clustered`: allowed, and every cluster resident). Blocks that switch to
+// 4 warps then merge through the merge kernel: two or three 4-warp blocks
+// fit an SM, and a cluster's blocks may share SMs while others idle (batch
+// 1, 32 KV heads, 4 splits of 32K keys merged in 4-warp clusters: 725 us
+// against 700 with 8 warps on one H100, 698 against 700 on another). Where
+// 8-warp clusters do not all fit (that shape: 32 clusters of 4), 4-warp
+// blocks without clusters were 0.5-1% faster (fp16, 32K keys 177.0-177.7
+// against 178.5-179.2 us, 128K 679.2-679.4 against 683.1-683.6; bf16 128K
+// 678.9-679.1 against 682.9-683.4; one H100, two rounds). The splits
 // themselves are chosen for 8-warp blocks: planned for 4-warp occupancy,
 // batch 16 with 8 KV heads took 2 splits and ran 1-4% slower than 1.
 int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_keys, int sms,

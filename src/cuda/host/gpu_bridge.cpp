@@ -189,11 +189,15 @@ DecodeMemoryFacts decode_memory_facts(int device, int sms) {
 void settle_splits(int device, const DecodeParams& p, int splits, int sms,
                    cuda::DecodeChoice* c) {
   c->num_splits = splits;
-  if (c->tensor_cores) {
-    c->warps = cuda::settle_decode_warps(c->warps, decode_blocks(p, *c), splits, p.attn.seqlen_k,
-                                         sms, cuda::cluster_merge_allowed(*c, splits));
-  }
   c->cluster_merge = merges_in_cluster(device, p, *c, splits);
+  if (c->tensor_cores) {
+    const int planned_warps = c->warps;
+    c->warps = cuda::settle_decode_warps(c->warps, decode_blocks(p, *c), splits, p.attn.seqlen_k,
+                                         sms, c->cluster_merge);
+    // Blocks that gave up 8 warps for 4 because the 8-warp clusters did not
+    // all fit merge through the merge kernel (settle_decode_warps says why).
+    if (c->warps != planned_warps) c->cluster_merge = false;
+  }
   const DecodeMemoryFacts facts = decode_memory_facts(device, sms);
   c->min_block_smem =
       cuda::settle_decode_occupancy(*c, cuda::device_capability(device),
