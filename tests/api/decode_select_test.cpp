@@ -270,6 +270,31 @@ TEST(DecodeSelect, FewBlocksOnAnH100ReadInClustersOfFourToEight) {
   EXPECT_EQ(prefer_cluster_read_splits(other, 8, 16, all, 90, h100), 16) << "CUDA cores";
 }
 
+TEST(DecodeSelect, ClustersThatDoNotFitGiveWayToFourWarpsOneAnSmOnAnH100) {
+  DecodeChoice c;
+  c.tensor_cores = true;
+  c.clusters = true;
+  c.head_dim = 128;
+  c.warps = 8;
+  const double h100 = 3352.3 / 132, h200 = 4800.0 / 132;  // GB/s an SM
+  const int64_t keys = 4 * kOneBlockPerSmKeys;
+  auto keep = [&](bool merges, bool paged, int splits, int64_t max_keys, double bw) {
+    return clusters_keep_eight_warps(c, merges, 90, paged, splits, max_keys, bw);
+  };
+  EXPECT_FALSE(keep(false, false, 4, keys, h100)) << "batch 1, 32 KV heads, 4 splits of 8K keys";
+  EXPECT_TRUE(keep(true, false, 4, keys, h100)) << "clusters that fit keep 8 warps";
+  EXPECT_TRUE(keep(false, true, 4, keys, h100)) << "paged: 4 warps would run two an SM";
+  EXPECT_TRUE(keep(false, false, 4, keys, h200)) << "an H200's bandwidth";
+  EXPECT_TRUE(keep(false, false, 4, keys - 4, h100)) << "splits under 8K keys";
+  EXPECT_FALSE(keep(false, false, 1, keys, h100)) << "one split merges in no cluster";
+  EXPECT_FALSE(keep(false, false, 9, 9 * kOneBlockPerSmKeys, h100)) << "9 splits: no cluster";
+  EXPECT_TRUE(clusters_keep_eight_warps(c, false, 80, false, 4, keys, h100)) << "sm80";
+  DecodeChoice other = c;
+  other.clusters = false;
+  EXPECT_FALSE(clusters_keep_eight_warps(other, false, 90, false, 4, keys, h100))
+      << "no clusters on this path";
+}
+
 TEST(DecodeSelect, WorkspaceHoldsEveryPartialState) {
   const DecodeParams p = problem(2, 128);
   DecodeChoice sm80;

@@ -573,10 +573,10 @@ std::vector<Spec> decode_matrix() {
     s.cache_lens = {20000, 700};
     add(s);
     // 32 KV heads in 4 splits of 8250 keys: on an H100 the 32 clusters of
-    // four 8-warp blocks do not all fit, so 4-warp blocks run them and merge
-    // through the merge kernel (settle_decode_warps), contiguous one an SM.
-    s.name = page == 0 ? "four-warps-where-clusters-do-not-fit"
-                       : "four-warps-where-clusters-do-not-fit-paged16";
+    // four 8-warp blocks do not all fit, so they merge through the merge
+    // kernel; contiguous, 4-warp blocks run them one an SM
+    // (clusters_keep_eight_warps), paged, 8-warp ones.
+    s.name = page == 0 ? "clusters-do-not-fit" : "clusters-do-not-fit-paged16";
     s.batch = 1;
     s.hkv = 32;
     s.cache_lens = {33000};

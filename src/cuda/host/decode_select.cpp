@@ -166,6 +166,16 @@ int choose_num_splits(int64_t blocks, int64_t max_keys, int sms, int blocks_per_
   return static_cast<int>(best);
 }
 
+bool clusters_keep_eight_warps(const DecodeChoice& c, bool merges, int capability, bool paged,
+                               int num_splits, int64_t max_keys, double dram_gbps_per_sm) {
+  if (!cluster_merge_allowed(c, num_splits)) return false;
+  if (merges) return true;
+  DecodeChoice four = c;
+  four.warps = 4;
+  four.cluster_merge = false;
+  return !settle_decode_occupancy(four, capability, paged, num_splits, max_keys, dram_gbps_per_sm);
+}
+
 int prefer_cluster_read_splits(const DecodeChoice& c, int64_t blocks, int num_splits,
                                uint32_t cluster_splits, int capability, double dram_gbps_per_sm) {
   if (!c.tensor_cores || c.warps != 8 || c.head_dim != 128 || capability != 90 || blocks <= 0) {

@@ -84,15 +84,11 @@ inline constexpr int64_t kFourWarpSplitKeys = 4096;
 // holds at least kFourWarpSplitKeys of `max_keys`, the blocks with their
 // splits fill at least half the SMs (fewer blocks keep 8 warps' reads in
 // flight), and the 8-warp blocks' splits do not merge in clusters
-// (`clustered`: allowed, and every cluster resident). Blocks that switch to
-// 4 warps then merge through the merge kernel: two or three 4-warp blocks
-// fit an SM, and a cluster's blocks may share SMs while others idle (batch
-// 1, 32 KV heads, 4 splits of 32K keys merged in 4-warp clusters: 725 us
-// against 700 with 8 warps on one H100, 698 against 700 on another). Where
-// 8-warp clusters do not all fit (that shape: 32 clusters of 4), 4-warp
-// blocks without clusters were 0.5-1% faster (fp16, 32K keys 177.0-177.7
-// against 178.5-179.2 us, 128K 679.2-679.4 against 683.1-683.6; bf16 128K
-// 678.9-679.1 against 682.9-683.4; one H100, two rounds). The splits
+// (`clustered`, clusters_keep_eight_warps). Blocks that switch to 4 warps
+// then merge through the merge kernel: two or three 4-warp blocks fit an
+// SM, and a cluster's blocks may share SMs while others idle (batch 1, 32
+// KV heads, 4 splits of 32K keys merged in 4-warp clusters: 725 us against
+// 700 with 8 warps on one H100, 698 against 700 on another). The splits
 // themselves are chosen for 8-warp blocks: planned for 4-warp occupancy,
 // batch 16 with 8 KV heads took 2 splits and ran 1-4% slower than 1.
 int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_keys, int sms,
@@ -158,6 +154,21 @@ inline constexpr int kClusterReadMinSplits = 4;
 // (`dram_gbps_per_sm`, 0: unknown); else `num_splits`.
 int prefer_cluster_read_splits(const DecodeChoice& c, int64_t blocks, int num_splits,
                                uint32_t cluster_splits, int capability, double dram_gbps_per_sm);
+
+// The `clustered` argument of settle_decode_warps for 8-warp blocks `c`
+// whose `num_splits` splits may merge in clusters (cluster_merge_allowed):
+// true where they do (`merges`: every cluster resident), and where they do
+// not, true unless 4-warp blocks would run one an SM instead
+// (settle_decode_occupancy). Batch 1 with 32 KV heads in 4 splits (32
+// clusters of four 8-warp blocks do not all fit), two interleaved rounds,
+// us, 8-warp blocks and the merge kernel against 4-warp ones without
+// clusters: H100 contiguous 0.6-1.1% faster with 4 warps (fp16 32K keys
+// 181.5-181.7 against 183.5-183.9, 128K 701.3-701.5 against 704.7-706.7),
+// paged 0.2-0.3% slower; H200 contiguous level (484.7-485.1 against
+// 483.8-484.5 at 128K), paged 2-2.5% slower (494.9-498.0 against
+// 487.5-489.8).
+bool clusters_keep_eight_warps(const DecodeChoice& c, bool merges, int capability, bool paged,
+                               int num_splits, int64_t max_keys, double dram_gbps_per_sm);
 
 // Whether `num_splits` splits may merge inside their thread-block cluster
 // (tensor-core kernel, sm90 and newer, 2 to kMaxClusterSplits splits): the

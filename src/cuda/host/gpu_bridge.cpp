@@ -190,21 +190,23 @@ void settle_splits(int device, const DecodeParams& p, int splits, int sms,
                    cuda::DecodeChoice* c) {
   c->num_splits = splits;
   c->cluster_merge = merges_in_cluster(device, p, *c, splits);
+  const DecodeMemoryFacts facts = decode_memory_facts(device, sms);
+  const int capability = cuda::device_capability(device);
+  const bool paged = p.attn.kv.page_table != nullptr;
   if (c->tensor_cores) {
     const int planned_warps = c->warps;
+    const bool clustered =
+        cuda::clusters_keep_eight_warps(*c, c->cluster_merge, capability, paged, splits,
+                                        p.attn.seqlen_k, facts.dram_gbps_per_sm);
     c->warps = cuda::settle_decode_warps(c->warps, decode_blocks(p, *c), splits, p.attn.seqlen_k,
-                                         sms, c->cluster_merge);
-    // Blocks that gave up 8 warps for 4 because the 8-warp clusters did not
-    // all fit merge through the merge kernel (settle_decode_warps says why).
+                                         sms, clustered);
+    // 4-warp blocks merge through the merge kernel (settle_decode_warps says why).
     if (c->warps != planned_warps) c->cluster_merge = false;
   }
-  const DecodeMemoryFacts facts = decode_memory_facts(device, sms);
-  c->min_block_smem =
-      cuda::settle_decode_occupancy(*c, cuda::device_capability(device),
-                                    p.attn.kv.page_table != nullptr, splits, p.attn.seqlen_k,
-                                    facts.dram_gbps_per_sm)
-          ? facts.one_block_smem
-          : 0;
+  c->min_block_smem = cuda::settle_decode_occupancy(*c, capability, paged, splits,
+                                                    p.attn.seqlen_k, facts.dram_gbps_per_sm)
+                          ? facts.one_block_smem
+                          : 0;
 }
 
 Status plan_decode(const DecodeParams& p, const fa_run_options* options, fa_decode_plan* plan) {
