@@ -14,6 +14,13 @@ constexpr const char* kWho = "the CUDA decode path";
 
 uint64_t align256(uint64_t bytes) { return (bytes + 255) / 256 * 256; }
 
+// sm90 devices with under kOneBlockPerSmDramGBps of DRAM an SM (the H100),
+// where fewer blocks reach the DRAM's speed: the gate of one block an SM and
+// of clusters for few blocks alike.
+bool few_blocks_fill_dram(int capability, double dram_gbps_per_sm) {
+  return capability == 90 && dram_gbps_per_sm > 0.0 && dram_gbps_per_sm < kOneBlockPerSmDramGBps;
+}
+
 }  // namespace
 
 Status choose_decode_kernel(int capability, int requested_path, const DecodeParams& p,
@@ -128,10 +135,9 @@ int settle_decode_warps(int warps, int64_t blocks, int num_splits, int64_t max_k
 bool settle_decode_occupancy(const DecodeChoice& c, int capability, bool paged, int num_splits,
                              int64_t max_keys, double dram_gbps_per_sm) {
   if (!c.tensor_cores || c.warps != 4 || c.head_dim != 128 || c.cluster_merge || paged ||
-      capability != 90 || num_splits < 1) {
+      num_splits < 1 || !few_blocks_fill_dram(capability, dram_gbps_per_sm)) {
     return false;
   }
-  if (!(dram_gbps_per_sm > 0.0 && dram_gbps_per_sm < kOneBlockPerSmDramGBps)) return false;
   return (max_keys + num_splits - 1) / num_splits >= kOneBlockPerSmKeys;
 }
 
@@ -178,10 +184,10 @@ bool clusters_keep_eight_warps(const DecodeChoice& c, bool merges, int capabilit
 
 int prefer_cluster_read_splits(const DecodeChoice& c, int64_t blocks, int num_splits,
                                uint32_t cluster_splits, int capability, double dram_gbps_per_sm) {
-  if (!c.tensor_cores || c.warps != 8 || c.head_dim != 128 || capability != 90 || blocks <= 0) {
+  if (!c.tensor_cores || c.warps != 8 || c.head_dim != 128 || blocks <= 0 ||
+      !few_blocks_fill_dram(capability, dram_gbps_per_sm)) {
     return num_splits;
   }
-  if (!(dram_gbps_per_sm > 0.0 && dram_gbps_per_sm < kOneBlockPerSmDramGBps)) return num_splits;
   for (int s = kClusterReadMinSplits; s <= std::min(num_splits - 1, kMaxClusterSplits); ++s) {
     if (((cluster_splits >> s) & 1u) != 0 && blocks * s >= kClusterReadBlocks) return s;
   }
